@@ -1,0 +1,70 @@
+"""Options shared by every recipe (SFT, PPO, evaluation) and the parser that reads them.
+
+The SFT and PPO recipes must see the same data the same way, so the data and prompt options live
+in one dataclass that both parse; each trainer's own options live in a subclass of TRL's config
+next to that trainer.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import ScriptArguments, TrlParser
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MCQAScriptArguments(ScriptArguments):
+    """Which multiple-choice data a recipe reads and how each question becomes a prompt.
+
+    `dataset_name` is a Hub dataset id or a local path understood by `medrlvr_trl.data.load_mcqa`.
+    """
+
+    dataset_name: str = field(
+        default="GBaker/MedQA-USMLE-4-options",
+        metadata={
+            "help": "Hub dataset id or local path (.jsonl/.json/.parquet file or folder of {split}.*)."
+        },
+    )
+    dataset_category: str | None = field(
+        default=None, metadata={"help": "Keep only rows of this category (MMLU-Pro, e.g. 'health')."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training rows (smoke tests, ablations)."}
+    )
+    eval_dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Held-out set for in-training evaluation; defaults to `dataset_name`."},
+    )
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N eval rows."})
+    prompt_template: str = field(
+        default="r1", metadata={"help": "Prompt template name from `medrlvr_trl.prompts.TEMPLATES`."}
+    )
+    dry_run: bool = field(
+        default=False,
+        metadata={
+            "help": "Resolve and print the configuration and batch arithmetic, then exit before loading."
+        },
+    )
+
+
+def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple[Any, ...]:
+    """Parse `--config file.yaml` plus command-line overrides into the given dataclasses.
+
+    Unknown keys in the YAML or on the command line are an error that names the file and the keys,
+    so a typo never silently falls back to a default.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path = argv[argv.index("--config") + 1] if "--config" in argv else None
+    parser = TrlParser(dataclass_types=list(dataclass_types))
+    try:
+        return parser.parse_args_and_config(argv)
+    except ValueError as err:
+        if config_path and "Unknown arguments from config file" in str(err):
+            raise ValueError(f"{config_path}: {err}") from None
+        raise

@@ -1,0 +1,240 @@
+"""Load multiple-choice QA sources (MedQA, bigbio med_qa, MMLU-Pro) into one schema.
+
+Every recipe (SFT, PPO, evaluation) reads questions through `load_mcqa`, so the prompt builder and
+the verifier only ever see one shape: `id`, `question`, `options` (texts in letter order), `answer`
+(one upper-case letter), `answer_index` and `source`. The schema is detected from each row, not from
+the source name, so a local copy of any of the public files works the same as the Hub id.
+
+Rows are checked as plain Python dicts before a `datasets.Dataset` is built: a bad row stops the load
+with a `ValueError` naming the file (or Hub id), the row and the field. Nothing is dropped silently.
+Row numbers are 1-based; in a JSON Lines file they are line numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from medrlvr_trl.mcqa_schema import FEATURES, RowProblem, normalise_row
+
+logger = logging.getLogger(__name__)
+
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
+_LOCAL_HINT = "pass a local path instead: a .jsonl/.json/.parquet file, or a folder holding {split}.jsonl"
+_SPLIT_WORDS = {"train", "dev", "val", "valid", "validation", "test"}
+
+
+class DataSourceError(ValueError):
+    """A source that cannot be read at all (Hub unreachable, unknown split, unsupported file)."""
+
+
+class MissingDataFileError(DataSourceError, FileNotFoundError):
+    """A local path that does not exist; also a `FileNotFoundError` so either kind of handler works."""
+
+
+def load_mcqa(
+    source: str, split: str = "train", *, category: str | None = None, limit: int | None = None
+) -> datasets.Dataset:
+    """Read one split of a multiple-choice source and return it in the shared schema.
+
+    `source` is a local path (a .jsonl/.json/.parquet file, or a folder holding `{split}.jsonl`,
+    `{split}.json` or `{split}.parquet`) or a Hub dataset id; a Hub config name follows a colon, as in
+    `bigbio/med_qa:med_qa_en_source`. For a single file `split` only names the rows in fallback ids.
+    `category` keeps rows whose `category` field matches case-insensitively (MMLU-Pro "health");
+    `limit` keeps the first N rows after filtering. Rows the category filter removes are not checked;
+    every other row is, even past `limit`, so a bad row cannot hide behind a small smoke-test limit.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of rows or None, got {limit!r}")
+    origin, name, rows = _read_source(source, split)
+    if not rows:
+        raise DataSourceError(f"{origin} holds no rows; check the path and split")
+    if category is not None:
+        rows = _filter_category(rows, category, origin)
+    records: list[dict[str, Any]] = []
+    first_row_of_id: dict[str, int] = {}
+    for number, row in rows:
+        try:
+            record = normalise_row(row, fallback_id=f"{name}-{split}-{number}")
+            if record["id"] in first_row_of_id:
+                raise RowProblem(
+                    "id", f"id {record['id']!r} is already used by row {first_row_of_id[record['id']]}"
+                )
+        except RowProblem as err:
+            raise ValueError(
+                f"{origin}, row {number}, field '{err.field}': {err.problem}. "
+                "Fix or remove this row in the source."
+            ) from None
+        first_row_of_id[record["id"]] = number
+        records.append({**record, "source": name})
+    if limit is not None:
+        records = records[:limit]
+    logger.info("loaded %d rows from %s", len(records), origin)
+    return datasets.Dataset.from_list(records, features=FEATURES)
+
+
+# --- reading rows --------------------------------------------------------------------------------
+
+
+def _read_source(source: str, split: str) -> tuple[str, str, list[tuple[int, Any]]]:
+    """Return (origin for messages, short source name, numbered rows) for a path or a Hub id."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        file = _split_file(path, split)
+        return str(file), path.name, _read_file(file)
+    if path.is_file():
+        parent_name = path.resolve().parent.name
+        name = (
+            parent_name if path.stem.lower() in _SPLIT_WORDS | {split.lower()} and parent_name else path.stem
+        )
+        return str(path), name, _read_file(path)
+    if source.startswith((".", "/", "~")) or source.lower().endswith(DATA_SUFFIXES):
+        raise MissingDataFileError(
+            f"data file {source!r} does not exist; check the path (relative to {Path.cwd()})"
+        )
+    return _read_hub(source, split)
+
+
+def _split_file(folder: Path, split: str) -> Path:
+    candidates = [
+        folder / f"{split}{suffix}" for suffix in DATA_SUFFIXES if (folder / f"{split}{suffix}").is_file()
+    ]
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        names = ", ".join(c.name for c in candidates)
+        raise DataSourceError(f"{folder} holds several files for split {split!r} ({names}); keep only one")
+    present = sorted(p.name for p in folder.iterdir() if p.suffix in DATA_SUFFIXES)
+    wanted = ", ".join(f"{split}{suffix}" for suffix in DATA_SUFFIXES)
+    raise MissingDataFileError(f"{folder} has none of {wanted}; data files present: {present or 'none'}")
+
+
+def _read_file(path: Path) -> list[tuple[int, Any]]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq  # a dependency of `datasets`; only parquet reads need it
+
+        return list(enumerate(pq.read_table(path).to_pylist(), start=1))
+    if suffix not in (".jsonl", ".json"):
+        raise DataSourceError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .json or .parquet")
+    text = path.read_text(encoding="utf-8")
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None  # many published ".json" files are JSON Lines; read them as such below
+        if isinstance(data, list):
+            return list(enumerate(data, start=1))
+        if data is not None:
+            raise DataSourceError(f"{path}: expected a JSON list of row objects, found {type(data).__name__}")
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}, row {number}: not valid JSON ({err.msg}). Fix this line.") from None
+    return rows
+
+
+def _read_hub(source: str, split: str) -> tuple[str, str, list[tuple[int, Any]]]:
+    repo, _, config = source.partition(":")
+    origin = f"Hub dataset {source!r} (split {split!r})"
+    hint = _LOCAL_HINT.format(split=split)
+    offline_env = any(
+        os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+    # The libraries read the offline flag once, at import; if it was set later they would retry the
+    # network for tens of seconds, so fail now instead.
+    if offline_env and not datasets.config.HF_HUB_OFFLINE:
+        raise DataSourceError(f"cannot load {origin}: the Hub is offline (HF_HUB_OFFLINE is set); {hint}")
+    try:
+        dataset = datasets.load_dataset(repo, config or None, split=split)
+    except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: script datasets (datasets >= 4)
+        reason = (
+            "the Hub is unreachable (HF_HUB_OFFLINE is set, or no connection)"
+            if isinstance(err, ConnectionError)
+            else err
+        )
+        raise DataSourceError(f"cannot load {origin}: {reason}; {hint}") from err
+    return origin, repo.rsplit("/", 1)[-1], list(enumerate(dataset.to_list(), start=1))
+
+
+def _filter_category(rows: list[tuple[int, Any]], category: str, origin: str) -> list[tuple[int, Any]]:
+    wanted = category.strip().casefold()
+    kept, present = [], set()
+    for number, row in rows:
+        value = row.get("category") if isinstance(row, dict) else None
+        if not isinstance(value, str):
+            raise ValueError(
+                f"{origin}, row {number}, field 'category': a category filter ({category!r}) needs a text "
+                f"'category' field in every row. Drop the filter or fix the row."
+            )
+        present.add(value.strip())
+        if value.strip().casefold() == wanted:
+            kept.append((number, row))
+    if not kept:
+        raise ValueError(
+            f"{origin}: no rows with category {category!r}; categories present: {sorted(present)}"
+        )
+    logger.info("category %r: kept %d of %d rows of %s", category, len(kept), len(rows), origin)
+    return kept
+
+
+# --- train/test contamination --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OverlapReport:
+    """How many questions of `b` (usually a test set) also appear in `a` (usually the training set).
+
+    `examples` holds up to a few `(id in b, id in a)` pairs to inspect by hand.
+    """
+
+    size_a: int
+    size_b: int
+    overlapping: int
+    fraction_of_b: float
+    examples: tuple[tuple[str, str], ...]
+
+
+def normalise_question(text: str) -> str:
+    """Case-, whitespace- and punctuation-insensitive form of a question, for matching copies."""
+    return " ".join(re.sub(r"[^\w\s]|_", " ", text.casefold()).split())
+
+
+def question_overlap(a: datasets.Dataset, b: datasets.Dataset, *, max_examples: int = 5) -> OverlapReport:
+    """Count rows of `b` whose normalised question text also occurs in `a`, and log a summary."""
+    first_id_in_a: dict[str, str] = {}
+    for row_id, question in zip(a["id"], a["question"], strict=True):
+        first_id_in_a.setdefault(normalise_question(question), row_id)
+    overlapping, examples = 0, []
+    for row_id, question in zip(b["id"], b["question"], strict=True):
+        match = first_id_in_a.get(normalise_question(question))
+        if match is not None:
+            overlapping += 1
+            if len(examples) < max_examples:
+                examples.append((row_id, match))
+    report = OverlapReport(
+        len(a), len(b), overlapping, overlapping / len(b) if len(b) else 0.0, tuple(examples)
+    )
+    if overlapping:
+        logger.warning(
+            "question overlap: %d of %d rows of b (%.1f%%) also appear in a; e.g. (b id, a id) %s",
+            overlapping,
+            len(b),
+            100 * report.fraction_of_b,
+            list(examples),
+        )
+    else:
+        logger.info("question overlap: none of %d rows of b appear in a (%d rows)", len(b), len(a))
+    return report

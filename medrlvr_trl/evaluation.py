@@ -1,0 +1,468 @@
+"""Multiple-choice evaluation: which models, on which data, prompted and scored how.
+
+Two answer modes, as in Med-RLVR's Figure 3:
+- `cot`: the R1 template; the completion is scored by the training verifier (`rewards.verify`,
+  format mode "paper"), so a malformed completion counts as wrong.
+- `direct`: the model answers straight away; the letter is read from the completion's `<answer>`
+  section if it has one, else from its first line, with the verifier's letter rules
+  (`rewards.extract_letter`). A completion with no readable letter counts as wrong.
+Every question is scored; nothing is dropped. Generation (`generate_hf`, `generate_vllm`,
+`generate_sharded`) lives here too, so a reader sees the whole evaluation path in one module; the
+recipe `recipes/eval_mcqa.py` only wires these pieces together and writes the files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medrlvr_trl.rewards import ANSWER_CLOSE, ANSWER_OPEN, RewardValues, Verdict, extract_letter, verify
+
+logger = logging.getLogger(__name__)
+
+RUN_INFO_FILENAME = "run_info.json"
+"""A trained model folder may hold this file; its `answer_mode` / `eval_prompt_template` are the defaults."""
+MCQA_ACCURACY_PATH = str(Path(__file__).parent / "metrics" / "mcqa_accuracy")
+ANSWER_MODES = ("cot", "direct")
+DEFAULT_TEMPLATE = {"cot": "r1", "direct": "direct"}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+RANDOM_LABEL = "random"
+
+
+# --- what to evaluate ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model to evaluate: a label for tables, where it lives, and how it is prompted and scored."""
+
+    label: str
+    path: str
+    answer_mode: str
+    prompt_template: str
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One evaluation set: a label, a `load_mcqa` source, its split and an optional category filter."""
+
+    label: str
+    source: str
+    split: str = "test"
+    category: str | None = None
+
+
+def _split_items(items: Sequence[str] | str) -> list[str]:
+    """Accept a YAML list, a CLI list, comma-separated strings, or any mix of them."""
+    if isinstance(items, str):
+        items = [items]
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+def _label_and_value(item: str, what: str, syntax: str) -> tuple[str, str]:
+    label, sep, value = item.partition("=")
+    if not sep or not label.strip() or not value.strip():
+        raise ValueError(f"{what} entry {item!r}: expected {syntax}")
+    return label.strip(), value.strip()
+
+
+def _check_unique(labels: list[str], what: str) -> None:
+    seen = {label for label in labels if labels.count(label) > 1}
+    if seen:
+        raise ValueError(f"{what}: labels must be unique, repeated: {sorted(seen)}")
+    if RANDOM_LABEL in labels:
+        raise ValueError(f"{what}: the label {RANDOM_LABEL!r} is reserved for the random-guess baseline")
+
+
+def parse_model_specs(items: Sequence[str] | str) -> list[tuple[str, str, str | None, str | None]]:
+    """Parse `label=path[:mode[:template]]` entries into (label, path, mode or None, template or None).
+
+    `mode` is `cot` or `direct`; `template` a prompt template name. Missing parts are filled in by
+    `resolve_model` (from the model's run_info.json, else `cot` with its default template).
+    """
+    from medrlvr_trl.prompts import TEMPLATES
+
+    syntax = "LABEL=PATH_OR_HUB_ID[:cot|:direct[:TEMPLATE]], e.g. sft=runs/sft:direct"
+    parsed = []
+    for item in _split_items(items):
+        label, value = _label_and_value(item, "--models", syntax)
+        parts = value.split(":")
+        mode = template = None
+        if len(parts) >= 3 and parts[-2] in ANSWER_MODES and parts[-1] in TEMPLATES:
+            mode, template, parts = parts[-2], parts[-1], parts[:-2]
+        elif len(parts) >= 2 and parts[-1] in ANSWER_MODES:
+            mode, parts = parts[-1], parts[:-1]
+        elif len(parts) >= 2:
+            raise ValueError(
+                f"--models entry {item!r}: unknown answer mode {parts[-1]!r}; use one of {list(ANSWER_MODES)} "
+                f"(and optionally a template from {sorted(TEMPLATES)}): {syntax}"
+            )
+        parsed.append((label, ":".join(parts), mode, template))
+    if not parsed:
+        raise ValueError(f"--models: no models given; expected {syntax}")
+    _check_unique([p[0] for p in parsed], "--models")
+    return parsed
+
+
+def parse_dataset_specs(items: Sequence[str] | str) -> list[DatasetSpec]:
+    """Parse `label=source[@split][@category=NAME]` entries (split defaults to `test`).
+
+    `source` is anything `load_mcqa` reads (a Hub id, `repo:config`, a local file or folder).
+    """
+    syntax = "LABEL=SOURCE[@SPLIT][@category=NAME], e.g. mmlu_pro_health=TIGER-Lab/MMLU-Pro@test@category=health"
+    specs = []
+    for item in _split_items(items):
+        label, value = _label_and_value(item, "--datasets", syntax)
+        source, *extras = value.split("@")
+        split, category = "test", None
+        for extra in extras:
+            if extra.startswith("category="):
+                category = extra.removeprefix("category=") or None
+            elif extra and "=" not in extra:
+                split = extra
+            else:
+                raise ValueError(f"--datasets entry {item!r}: cannot read {extra!r}; expected {syntax}")
+        specs.append(DatasetSpec(label=label, source=source, split=split, category=category))
+    if not specs:
+        raise ValueError(f"--datasets: no datasets given; expected {syntax}")
+    _check_unique([s.label for s in specs], "--datasets")
+    return specs
+
+
+def read_run_info(model_path: str | Path) -> dict[str, Any] | None:
+    """The run_info.json a training recipe wrote next to its model, or None if there is none."""
+    path = Path(model_path) / RUN_INFO_FILENAME
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg}); fix or delete the file") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return info
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def check_model_source(label: str, path: str) -> None:
+    """Fail early, before anything loads, if a model or its tokenizer cannot be found.
+
+    A local folder must hold a `config.json` and tokenizer files. A name that is not a local folder is
+    taken as a Hub id; with HF_HUB_OFFLINE set it must already be in the local Hub cache.
+    """
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"model {label!r}: {path} has no config.json; is it a saved model folder?")
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise ValueError(
+                f"model {label!r}: {path} has no tokenizer files (one of {list(TOKENIZER_FILES)}); save the "
+                "tokenizer with the model (the SFT and PPO recipes do) or copy it from the base model"
+            )
+        return
+    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or folder.exists()
+    if looks_local:
+        raise ValueError(f"model {label!r}: folder {path!r} does not exist (relative to {Path.cwd()})")
+    if _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(path, "config.json"), str):
+            raise ValueError(
+                f"model {label!r}: {path!r} is not a local folder and not in the Hub cache, and the Hub is "
+                "offline (HF_HUB_OFFLINE=1); check the path or download the model first"
+            )
+
+
+def resolve_model(label: str, path: str, mode: str | None, template: str | None) -> ModelSpec:
+    """Check the model exists and fill in its answer mode and template.
+
+    Order of precedence: the `--models` entry, then the model's run_info.json, then `cot` and the
+    mode's default template (`r1` for cot, `direct` for direct).
+    """
+    from medrlvr_trl.prompts import get_template
+
+    check_model_source(label, path)
+    info = read_run_info(path) if Path(path).expanduser().is_dir() else None
+    if mode is None and info is not None and info.get("answer_mode") is not None:
+        mode = info["answer_mode"]
+        if template is None:
+            template = info.get("eval_prompt_template")
+        logger.info("model %s: answer mode %s from %s", label, mode, Path(path) / RUN_INFO_FILENAME)
+    mode = mode or "cot"
+    if mode not in ANSWER_MODES:
+        raise ValueError(f"model {label!r}: answer mode {mode!r} is not one of {list(ANSWER_MODES)}")
+    template = template or DEFAULT_TEMPLATE[mode]
+    get_template(template)
+    return ModelSpec(label=label, path=path, answer_mode=mode, prompt_template=template)
+
+
+# --- scoring -------------------------------------------------------------------------------------
+
+
+def direct_letter(completion: str) -> str | None:
+    """The letter of a direct answer: from its `<answer>` section if present, else its first line."""
+    text = completion.strip()
+    start, end = text.find(ANSWER_OPEN), text.find(ANSWER_CLOSE)
+    if 0 <= start < end:
+        text = text[start + len(ANSWER_OPEN) : end]
+    else:
+        text = text.split("\n", 1)[0]
+    return extract_letter(text)
+
+
+def score_completion(
+    completion: str, answer: str, num_options: int, answer_mode: str, values: RewardValues = RewardValues()
+) -> Verdict:
+    """Score one completion; `format_ok` means "a letter could be read" in direct mode."""
+    if answer_mode == "cot":
+        return verify(completion, answer, num_options, mode="paper", values=values)
+    if answer_mode != "direct":
+        raise ValueError(f"answer mode {answer_mode!r} is not one of {list(ANSWER_MODES)}")
+    verify("", answer, num_options)  # validates the gold answer the same way cot mode does
+    letter = direct_letter(completion)
+    if letter is None:
+        return Verdict(format_ok=False, letter=None, correct=False, reward=values.format_error)
+    correct = letter == answer
+    return Verdict(format_ok=True, letter=letter, correct=correct, reward=values.correct if correct else values.wrong)
+
+
+# --- generation ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding options; greedy unless `do_sample`."""
+
+    max_new_tokens: int = 1024
+    batch_size: int = 16
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop_strings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Completion:
+    """Generated text (up to, not including, EOS) and its length in tokens."""
+
+    text: str
+    num_tokens: int
+
+
+def generate_hf(model: Any, tokenizer: Any, prompts: Sequence[str], settings: GenerationSettings) -> list[Completion]:
+    """Batched generation with transformers: left padding, KV cache, longest prompts first.
+
+    Sorting by length keeps padding (and wasted compute) low; results come back in input order.
+    """
+    import torch
+    from transformers import GenerationConfig
+
+    if tokenizer.padding_side != "left":
+        raise ValueError("generation needs a left-padding tokenizer (load it with modeling.load_tokenizer)")
+    if settings.batch_size < 1 or settings.max_new_tokens < 1:
+        raise ValueError("batch_size and max_new_tokens must be at least 1")
+    config = GenerationConfig(
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=settings.do_sample,
+        temperature=settings.temperature if settings.do_sample else None,
+        top_p=settings.top_p if settings.do_sample else None,
+        top_k=None,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        use_cache=True,
+        stop_strings=list(settings.stop_strings) or None,
+    )
+    ends = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    results: dict[int, Completion] = {}
+    device = next(model.parameters()).device
+    if settings.do_sample:
+        torch.manual_seed(settings.seed)
+    model.eval()
+    for start in range(0, len(order), settings.batch_size):
+        batch = order[start : start + settings.batch_size]
+        encoded = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True).to(device)
+        with torch.inference_mode():
+            output = model.generate(**encoded, generation_config=config, tokenizer=tokenizer)
+        for row, index in enumerate(batch):
+            new_tokens = output[row, encoded["input_ids"].shape[1] :].tolist()
+            stop = next((k for k, token in enumerate(new_tokens) if token in ends), len(new_tokens))
+            text = tokenizer.decode(new_tokens[:stop], skip_special_tokens=True)
+            results[index] = Completion(text=text, num_tokens=stop)
+    return [results[i] for i in range(len(prompts))]
+
+
+def vllm_available() -> bool:
+    """True when the optional `vllm` extra can be imported."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def generate_vllm(llm: Any, prompts: Sequence[str], settings: GenerationSettings) -> list[Completion]:
+    """Generation with a `vllm.LLM`; same settings and output shape as `generate_hf`."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(
+        max_tokens=settings.max_new_tokens,
+        temperature=settings.temperature if settings.do_sample else 0.0,
+        top_p=settings.top_p if settings.do_sample else 1.0,
+        seed=settings.seed,
+        stop=list(settings.stop_strings) or None,
+        include_stop_str_in_output=True,
+    )
+    outputs = llm.generate(list(prompts), params)
+    eos = llm.get_tokenizer().eos_token_id
+    completions = []
+    for output in outputs:
+        best = output.outputs[0]
+        num_tokens = len(best.token_ids) - (1 if best.token_ids and best.token_ids[-1] == eos else 0)
+        completions.append(Completion(text=best.text, num_tokens=num_tokens))
+    return completions
+
+
+def generate_sharded(
+    prompts: Sequence[str], generate: Callable[[Sequence[str]], list[Completion]], state: Any
+) -> list[Completion]:
+    """Split prompts across the processes of `state` (an accelerate `PartialState`), gather on all.
+
+    Every process returns the full list, in input order. With one process this is just `generate`.
+    """
+    if state.num_processes == 1:
+        return generate(prompts)
+    from accelerate.utils import gather_object
+
+    indices = list(range(len(prompts)))
+    with state.split_between_processes(indices) as shard:
+        local = generate([prompts[i] for i in shard]) if shard else []
+        pairs = list(zip(shard, local, strict=True))
+    gathered = gather_object(pairs)
+    by_index = dict(gathered)
+    return [by_index[i] for i in indices]
+
+
+# --- results -------------------------------------------------------------------------------------
+
+
+def prediction_records(
+    rows: Any, prompts: Sequence[str], completions: Sequence[Completion], answer_mode: str
+) -> list[dict[str, Any]]:
+    """One JSON-ready record per question: inputs, completion, extracted letter and verdict."""
+    records = []
+    for row, prompt, completion in zip(rows, prompts, completions, strict=True):
+        verdict = score_completion(completion.text, row["answer"], len(row["options"]), answer_mode)
+        records.append(
+            {
+                "id": row["id"],
+                "prompt": prompt,
+                "completion": completion.text,
+                "completion_tokens": completion.num_tokens,
+                "letter": verdict.letter,
+                "answer": row["answer"],
+                "num_options": len(row["options"]),
+                "format_ok": verdict.format_ok,
+                "correct": verdict.correct,
+                "reward": verdict.reward,
+            }
+        )
+    return records
+
+
+def load_accuracy_metric() -> Any:
+    """The local `mcqa_accuracy` evaluate module (loaded by path; never touches the Hub)."""
+    import evaluate
+
+    return evaluate.load(MCQA_ACCURACY_PATH)
+
+
+def summarise(
+    records: Sequence[dict[str, Any]], metric: Any, *, n_resamples: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """Accuracy with bootstrap std, n, format-valid rate and mean completion length (tokens)."""
+    import numpy as np
+
+    if not records:
+        raise ValueError("cannot summarise an empty set of predictions")
+    scores = metric.compute(
+        predictions=[(r["letter"] or "") if r["format_ok"] else "" for r in records],
+        references=[r["answer"] for r in records],
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+    return {
+        "accuracy": scores["accuracy"],
+        "accuracy_std": scores["accuracy_std"],
+        "n": scores["n"],
+        "format_valid_rate": float(np.mean([r["format_ok"] for r in records])),
+        "mean_completion_tokens": float(np.mean([r["completion_tokens"] for r in records])),
+    }
+
+
+def random_guess(rows: Any, *, n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Expected accuracy of uniform guessing: mean of 1/num_options, with its bootstrap std."""
+    from medrlvr_trl.stats import mean_with_bootstrap_std
+
+    chance = [1.0 / len(options) for options in rows["options"]]
+    summary = mean_with_bootstrap_std(chance, n_resamples=n_resamples, seed=seed)
+    return {"accuracy": summary.mean, "accuracy_std": summary.std, "n": summary.n}
+
+
+def write_jsonl(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def results_markdown(results: dict[str, dict[str, dict[str, float]]], datasets: Sequence[str]) -> str:
+    """Accuracy table (percent +- bootstrap std), then format-valid rate and mean length per model."""
+    header = "| model | " + " | ".join(datasets) + " |"
+    rule = "|" + " --- |" * (len(datasets) + 1)
+    lines = ["## Accuracy (%, +- bootstrap std)", "", header, rule]
+    for model, per_dataset in results.items():
+        cells = [
+            f"{100 * per_dataset[d]['accuracy']:.1f} +- {100 * per_dataset[d]['accuracy_std']:.1f}"
+            if d in per_dataset
+            else "-"
+            for d in datasets
+        ]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += ["", "## Format-valid rate (%) / mean completion length (tokens)", "", header, rule]
+    for model, per_dataset in results.items():
+        if model == RANDOM_LABEL:
+            continue
+        cells = [
+            f"{100 * per_dataset[d]['format_valid_rate']:.1f} / {per_dataset[d]['mean_completion_tokens']:.1f}"
+            if d in per_dataset
+            else "-"
+            for d in datasets
+        ]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class EvalReport:
+    """Everything `results.json` holds."""
+
+    models: list[dict[str, str]]
+    datasets: list[dict[str, Any]]
+    generation: dict[str, Any]
+    results: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"

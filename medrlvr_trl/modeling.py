@@ -1,0 +1,187 @@
+"""Load the tokenizer, policy and value model the same way in every recipe.
+
+The same calls take a Hub id (real runs) or a local folder (tests, the offline demo built by
+`python -m medrlvr_trl.tiny`). Two things matter beyond plain `from_pretrained`:
+
+- PPO measures a response's length as "first pad token - 1", so pad must differ from eos. Qwen2.5
+  base ships pad == eos; `load_tokenizer` then picks a spare special token as pad (never touching eos).
+- A missing model should fail with one short message saying what to pass instead, not a traceback
+  from deep inside the Hub client.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from trl import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+# Tried in order when the tokenizer has no pad token or pad == eos. These are pad-like special
+# tokens that families ship unused: ours, Qwen2/2.5/3, Llama 3, then generic spellings.
+PAD_CANDIDATES = ("<|pad|>", "<|fim_pad|>", "<|vision_pad|>", "<|finetune_right_pad_id|>", "<pad>", "[PAD]")
+# Added to the vocabulary when no candidate exists (the model's embeddings are then resized).
+FALLBACK_PAD = "<|pad|>"
+
+# "name" or "owner/name" as the Hub accepts them; anything else can only be a local path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+class ModelSourceError(ValueError):
+    """The model or tokenizer named by the user cannot be found locally or on the Hub."""
+
+
+def load_tokenizer(name_or_path: str, *, revision: str | None = None) -> PreTrainedTokenizerBase:
+    """Load a tokenizer set up for batched generation: left padding and pad != eos."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_pretrained(AutoTokenizer, name_or_path, revision=revision)
+    tokenizer.padding_side = "left"
+    ensure_distinct_pad(tokenizer)
+    return tokenizer
+
+
+def ensure_distinct_pad(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Give `tokenizer` a pad token that is not its eos, bos or unk token; return the pad token.
+
+    Prefers a spare pad-like token already in the vocabulary (no embedding resize needed); only when
+    none exists is `FALLBACK_PAD` added. eos is never changed.
+    """
+    reserved = {tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id} - {None}
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id not in reserved:
+        return tokenizer.pad_token
+    previous = tokenizer.pad_token
+    vocab = tokenizer.get_vocab()
+    choice = next((tok for tok in PAD_CANDIDATES if tok in vocab and vocab[tok] not in reserved), None)
+    if choice is not None:
+        tokenizer.add_special_tokens({"pad_token": choice})
+        logger.info("pad token was %r; using the existing token %r (id %d)", previous, choice, vocab[choice])
+        return choice
+    tokenizer.add_special_tokens({"pad_token": FALLBACK_PAD})
+    logger.info(
+        "pad token was %r and no spare pad token exists; added %r (id %d), model embeddings will grow",
+        previous,
+        FALLBACK_PAD,
+        tokenizer.pad_token_id,
+    )
+    return FALLBACK_PAD
+
+
+def load_policy(
+    name_or_path: str,
+    model_config: ModelConfig | None,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    dtype: str | torch.dtype | None = None,
+) -> PreTrainedModel:
+    """Load the causal LM to train; `dtype` overrides `model_config.dtype` when given."""
+    from transformers import AutoModelForCausalLM
+
+    model = _from_pretrained(AutoModelForCausalLM, name_or_path, **_load_kwargs(model_config, dtype))
+    _fit_to_tokenizer(model, tokenizer)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def load_value_model(
+    name_or_path: str,
+    model_config: ModelConfig | None,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    dtype: str | torch.dtype | None = None,
+) -> PreTrainedModel:
+    """Load a one-output sequence-classification model (the critic) from a causal LM or critic folder.
+
+    The score head is new when loading a causal LM checkpoint. `pad_token_id` is set on its config
+    because the model finds each row's last real token by looking for pad.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    kwargs = _load_kwargs(model_config, dtype)
+    config = _from_pretrained(AutoConfig, name_or_path, revision=kwargs.get("revision"))
+    # A freshly loaded config of our own: transformers 5 rejects num_labels= as a loading kwarg.
+    config.num_labels = 1
+    config.pad_token_id = tokenizer.pad_token_id
+    model = _from_pretrained(AutoModelForSequenceClassification, name_or_path, config=config, **kwargs)
+    _fit_to_tokenizer(model, tokenizer)
+    return model
+
+
+def _load_kwargs(model_config: ModelConfig | None, dtype: str | torch.dtype | None) -> dict[str, Any]:
+    """Translate a TRL ModelConfig (dtype, attention implementation, revision) into loading kwargs."""
+    if model_config is not None and (model_config.load_in_4bit or model_config.load_in_8bit):
+        raise ValueError(
+            "ModelConfig: load_in_4bit / load_in_8bit are not supported by medrlvr_trl.modeling; "
+            "set both to false."
+        )
+    chosen = dtype if dtype is not None else getattr(model_config, "dtype", None)
+    kwargs: dict[str, Any] = {"dtype": _as_torch_dtype(chosen)}
+    if model_config is not None:
+        kwargs["revision"] = model_config.model_revision
+        if model_config.attn_implementation is not None:
+            kwargs["attn_implementation"] = model_config.attn_implementation
+    return kwargs
+
+
+def _as_torch_dtype(dtype: str | torch.dtype | None) -> str | torch.dtype:
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(
+            f"ModelConfig.dtype: {dtype!r} is not a torch dtype; use 'auto', 'float32', 'bfloat16' or 'float16'."
+        )
+    return resolved
+
+
+def _fit_to_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Grow the embeddings only when the tokenizer has ids beyond them (e.g. an added pad token).
+
+    Checkpoints such as Qwen2.5 keep spare rows beyond the tokenizer; shrinking them would change
+    the model for no reason, so a larger embedding is left as it is.
+    """
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        logger.info("resizing token embeddings from %d to %d rows to fit the tokenizer", rows, len(tokenizer))
+        model.resize_token_embeddings(len(tokenizer))
+
+
+def _from_pretrained(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
+    """`loader.from_pretrained` with one clear error for a missing local path or unreachable Hub id."""
+    local = Path(name_or_path).expanduser()
+    if local.exists():
+        return loader.from_pretrained(str(local), **kwargs)
+    if not _HUB_ID.match(name_or_path):
+        raise ModelSourceError(
+            f"Model path {name_or_path!r} does not exist. Pass an existing local folder or a Hub id; "
+            "to build the offline tiny model run `python -m medrlvr_trl.tiny --out build/tiny` "
+            "and pass build/tiny/policy."
+        )
+    try:
+        return loader.from_pretrained(name_or_path, **kwargs)
+    except OSError as err:
+        raise ModelSourceError(_hub_failure_message(name_or_path, err)) from None
+
+
+def _hub_failure_message(hub_id: str, err: OSError) -> str:
+    from huggingface_hub import is_offline_mode
+
+    if is_offline_mode():
+        reason = "offline mode is on (HF_HUB_OFFLINE=1) and it is not in the local Hub cache"
+    else:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (
+        f"Could not load {hub_id!r} from the Hugging Face Hub: {reason}. No local folder of that name "
+        "exists either. Pass a local path to a saved model, or build the offline tiny model with "
+        "`python -m medrlvr_trl.tiny --out build/tiny` and pass build/tiny/policy."
+    )

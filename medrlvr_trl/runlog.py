@@ -1,0 +1,44 @@
+"""Append-only JSONL logs of a training run that stay consistent across resumes.
+
+Rows carry the update number that produced them; on resume, rows newer than the checkpoint
+are dropped, because that work is about to be redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+def append_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_rows(path: str | Path) -> Iterator[dict[str, Any]]:
+    with Path(path).open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}: line {number} is not valid JSON ({err.msg})") from None
+
+
+def truncate_after(path: str | Path, update: int) -> None:
+    """Keep only rows with `row["update"] <= update` (rewritten atomically)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = [row for row in read_rows(path) if row.get("update", 0) <= update]
+    staging = path.with_name(path.name + ".tmp")
+    with staging.open("w", encoding="utf-8") as f:
+        for row in kept:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(staging, path)

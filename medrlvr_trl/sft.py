@@ -1,0 +1,132 @@
+"""The matched SFT baseline: same MedQA rows, same prompt as PPO, the answer alone as the target.
+
+Med-RLVR ("SFT baseline") fine-tunes on the question/answer pairs with no reasoning in the target,
+so the SFT model answers directly. Here each row becomes a TRL prompt-completion example; TRL's
+`SFTTrainer` then computes the loss on the completion tokens only (the prompt is masked with -100).
+The run records its target style and how it must be evaluated in `run_info.json`, which
+`recipes/eval_mcqa.py` reads to pick the answer mode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+from trl import SFTConfig
+
+from medrlvr_trl.evaluation import RUN_INFO_FILENAME
+from medrlvr_trl.prompts import TARGET_STYLES, answer_target, build_prompt, get_template
+
+logger = logging.getLogger(__name__)
+
+# Every SFT target is read back by the direct-answer scorer: "letter" and "letter_text" start with
+# the letter; "tagged" (" <answer>B</answer>") has no <think> section, so the verifier would call
+# it malformed, and the direct scorer reads its <answer> section instead.
+SFT_ANSWER_MODE = "direct"
+
+
+@dataclass
+class MedSFTConfig(SFTConfig):
+    """TRL's `SFTConfig` plus the options of the matched baseline."""
+
+    sft_target: str = field(
+        default="letter",
+        metadata={
+            "help": "What the model learns to write after 'Assistant:': 'letter' (' B', the paper's "
+            "answer-only target), 'letter_text' (' B. <option text>') or 'tagged' (' <answer>B</answer>')."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Allow training into a non-empty output_dir (its files may be overwritten)."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sft_target not in TARGET_STYLES:
+            raise ValueError(f"sft_target: got {self.sft_target!r}; choose one of {list(TARGET_STYLES)}")
+
+
+def build_sft_dataset(rows: datasets.Dataset, *, template: str, target: str) -> datasets.Dataset:
+    """Turn loaded MCQA rows into TRL prompt-completion examples (`prompt`, `completion`).
+
+    The prompt is rendered by the same `build_prompt` the PPO recipe uses; the completion is
+    `answer_target(answer, options, style=target)`. TRL appends the EOS token to each completion, so
+    the model also learns to stop right after the answer.
+    """
+    get_template(template)  # unknown names fail here, before any row is rendered
+    if target not in TARGET_STYLES:
+        raise ValueError(f"sft_target: got {target!r}; choose one of {list(TARGET_STYLES)}")
+    if len(rows) == 0:
+        raise ValueError("the SFT training set has no rows; check dataset_name, split and filters")
+
+    def render(row: dict[str, Any]) -> dict[str, str]:
+        return {
+            "prompt": build_prompt(row["question"], row["options"], template=template),
+            "completion": answer_target(row["answer"], row["options"], style=target),
+        }
+
+    return rows.map(render, remove_columns=rows.column_names, desc="rendering SFT examples")
+
+
+def check_output_dir(output_dir: str | Path, *, overwrite: bool, resuming: bool) -> None:
+    """Refuse to train into a folder that already holds files, unless told to overwrite or resume."""
+    path = Path(output_dir)
+    if path.is_dir() and any(path.iterdir()) and not (overwrite or resuming):
+        raise ValueError(
+            f"output_dir {str(path)!r} already exists and is not empty. Choose another output_dir, pass "
+            "--overwrite_output_dir true to reuse it, or --resume_from_checkpoint to continue its run."
+        )
+
+
+def resolve_resume(value: str | None, output_dir: str | Path) -> str | bool | None:
+    """Map the `resume_from_checkpoint` option onto what `Trainer.train` expects.
+
+    "last" or "true" means the newest checkpoint in output_dir (an error if there is none); any
+    other value is a checkpoint path, which must exist.
+    """
+    if value is None or value == "":
+        return None
+    if value.lower() in {"last", "true"}:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        if not Path(output_dir).is_dir() or get_last_checkpoint(str(output_dir)) is None:
+            raise ValueError(
+                f"resume_from_checkpoint={value!r} but output_dir {str(output_dir)!r} holds no checkpoint-* "
+                "folder; pass a checkpoint path or drop the option"
+            )
+        return True
+    if not Path(value).is_dir():
+        raise ValueError(f"resume_from_checkpoint: checkpoint folder {value!r} does not exist")
+    return value
+
+
+def sft_run_info(*, model_name_or_path: str, dataset: str, split: str, template: str, target: str) -> dict:
+    """What an evaluator needs to know about an SFT run: its target, prompt and answer mode.
+
+    The model is prompted at evaluation exactly as in training (`eval_prompt_template` is the
+    training template) and scored as a direct answer (`answer_mode`).
+    """
+    return {
+        "kind": "sft",
+        "base_model": model_name_or_path,
+        "dataset": dataset,
+        "split": split,
+        "sft_target": target,
+        "prompt_template": template,
+        "eval_prompt_template": template,
+        "answer_mode": SFT_ANSWER_MODE,
+    }
+
+
+def write_run_info(output_dir: str | Path, info: dict) -> Path:
+    """Write `run_info.json` next to the saved model."""
+    path = Path(output_dir) / RUN_INFO_FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    logger.info("wrote %s", path)
+    return path

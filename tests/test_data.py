@@ -1,0 +1,411 @@
+"""`load_mcqa`: every supported schema and file kind lands in one schema; bad input fails loudly."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from medrlvr_trl import data
+from medrlvr_trl.data import (
+    DataSourceError,
+    MissingDataFileError,
+    OverlapReport,
+    load_mcqa,
+    question_overlap,
+)
+
+COLUMNS = ["id", "question", "options", "answer", "answer_index", "source"]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def medqa_row(question: str = "Which drug treats X?", n_options: int = 4, answer_idx: str = "B", **extra):
+    options = {letter: f"Drug {letter}" for letter in "ABCDEFGHIJ"[:n_options]}
+    row = {"question": question, "options": options, "answer_idx": answer_idx, "answer": f"Drug {answer_idx}"}
+    return {**row, **extra}
+
+
+def mmlu_row(question_id: int, category: str = "health", **fields):
+    row = {
+        "question_id": question_id,
+        "question": f"Question {question_id}?",
+        "options": ["one", "two", "three", "four", "five"],
+        "answer": "C",
+        "answer_index": 2,
+        "category": category,
+        "src": "ori_mmlu-clinical_knowledge",
+    }
+    return {**row, **fields}
+
+
+# --- schemas ---------------------------------------------------------------------------------------
+
+
+def test_medqa_four_options_jsonl_loads_into_the_shared_schema(tmp_path):
+    path = write_jsonl(tmp_path / "medqa.jsonl", [medqa_row(), medqa_row("Second?", answer_idx="D")])
+
+    ds = load_mcqa(str(path))
+
+    assert ds.column_names == COLUMNS
+    assert ds[0] == {
+        "id": "medqa-train-1",
+        "question": "Which drug treats X?",
+        "options": ["Drug A", "Drug B", "Drug C", "Drug D"],
+        "answer": "B",
+        "answer_index": 1,
+        "source": "medqa",
+    }
+    assert (ds[1]["answer"], ds[1]["answer_index"]) == ("D", 3)
+
+
+def test_medqa_five_options_with_keys_out_of_order_are_put_in_letter_order(tmp_path):
+    row = {
+        "question": "Five options?",
+        "options": {"C": "c", "E": "e", "A": "a", "D": "d", "B": "b"},
+        "answer_idx": "E",
+        "answer": "e",
+        "meta_info": "step1",
+    }
+    ds = load_mcqa(str(write_jsonl(tmp_path / "us.jsonl", [row])))
+
+    assert ds[0]["options"] == ["a", "b", "c", "d", "e"]
+    assert (ds[0]["answer"], ds[0]["answer_index"]) == ("E", 4)
+
+
+def test_question_and_option_whitespace_is_stripped(tmp_path):
+    row = {
+        "question": "  Padded?\n",
+        "options": {"A": " yes ", "B": "\tno"},
+        "answer_idx": "A",
+        "answer": "yes",
+    }
+    ds = load_mcqa(str(write_jsonl(tmp_path / "q.jsonl", [row])))
+
+    assert ds[0]["question"] == "Padded?"
+    assert ds[0]["options"] == ["yes", "no"]
+
+
+def test_bigbio_key_value_options_load_in_letter_order(tmp_path):
+    row = {
+        "meta_info": "step1",
+        "question": "Bigbio?",
+        "answer_idx": "A",
+        "answer": "first",
+        "options": [
+            {"key": "B", "value": "second"},
+            {"key": "A", "value": "first"},
+            {"key": "C", "value": "third"},
+        ],
+    }
+    ds = load_mcqa(str(write_jsonl(tmp_path / "bigbio.jsonl", [row])))
+
+    assert ds[0]["options"] == ["first", "second", "third"]
+    assert (ds[0]["answer"], ds[0]["answer_index"]) == ("A", 0)
+
+
+def test_mmlu_pro_category_filter_is_case_insensitive_and_keeps_question_ids(tmp_path):
+    rows = [mmlu_row(10, "health"), mmlu_row(11, "law"), mmlu_row(12, "Health")]
+    ds = load_mcqa(str(write_jsonl(tmp_path / "mmlu_pro.jsonl", rows)), "test", category="HEALTH")
+
+    assert ds["id"] == ["10", "12"]
+    assert ds[0]["answer"] == "C" and ds[0]["answer_index"] == 2
+    assert ds[0]["options"] == ["one", "two", "three", "four", "five"]
+
+
+def test_mmlu_pro_with_only_answer_index_derives_the_letter(tmp_path):
+    row = mmlu_row(1, answer_index=4)
+    del row["answer"]
+    ds = load_mcqa(str(write_jsonl(tmp_path / "m.jsonl", [row])))
+
+    assert (ds[0]["answer"], ds[0]["answer_index"]) == ("E", 4)
+
+
+def test_mmlu_pro_with_only_answer_letter_derives_the_index(tmp_path):
+    row = mmlu_row(1, answer="A")
+    del row["answer_index"]
+    ds = load_mcqa(str(write_jsonl(tmp_path / "m.jsonl", [row])))
+
+    assert (ds[0]["answer"], ds[0]["answer_index"]) == ("A", 0)
+
+
+# --- file kinds ------------------------------------------------------------------------------------
+
+
+def test_json_list_file_loads(tmp_path):
+    path = tmp_path / "medqa.json"
+    path.write_text(json.dumps([medqa_row(), medqa_row("Other?")]), encoding="utf-8")
+
+    ds = load_mcqa(str(path))
+
+    assert ds["question"] == ["Which drug treats X?", "Other?"]
+
+
+def test_json_file_holding_json_lines_loads(tmp_path):
+    path = write_jsonl(tmp_path / "medqa.json", [medqa_row(), medqa_row("Other?")])
+
+    assert load_mcqa(str(path))["question"] == ["Which drug treats X?", "Other?"]
+
+
+def test_parquet_with_mixed_option_counts_reads_null_padding_as_absent(tmp_path):
+    # A columnar file stores dict options as one struct; 4-option rows get E = null next to 5-option rows.
+    path = tmp_path / "medqa.parquet"
+    pq.write_table(pa.Table.from_pylist([medqa_row(n_options=5, answer_idx="E"), medqa_row()]), path)
+
+    ds = load_mcqa(str(path))
+
+    assert [len(options) for options in ds["options"]] == [5, 4]
+    assert ds["answer"] == ["E", "B"]
+
+
+def test_folder_source_reads_the_requested_split_and_names_the_source_after_the_folder(tmp_path):
+    folder = tmp_path / "medqa_us"
+    write_jsonl(folder / "train.jsonl", [medqa_row("Train question?")])
+    write_jsonl(folder / "test.jsonl", [medqa_row("Test question?")])
+
+    ds = load_mcqa(str(folder), "test")
+
+    assert ds["question"] == ["Test question?"]
+    assert ds[0]["id"] == "medqa_us-test-1"
+    assert ds[0]["source"] == "medqa_us"
+
+
+def test_folder_without_the_split_file_lists_what_it_holds(tmp_path):
+    folder = tmp_path / "medqa_us"
+    write_jsonl(folder / "train.jsonl", [medqa_row()])
+
+    with pytest.raises(MissingDataFileError, match=r"dev\.jsonl.*train\.jsonl"):
+        load_mcqa(str(folder), "dev")
+
+
+def test_unsupported_file_type_is_rejected(tmp_path):
+    path = tmp_path / "medqa.csv"
+    path.write_text("question,answer\n", encoding="utf-8")
+
+    with pytest.raises(DataSourceError, match=r"medqa\.csv.*\.jsonl, \.json or \.parquet"):
+        load_mcqa(str(path))
+
+
+def test_invalid_json_line_names_file_and_row(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text(json.dumps(medqa_row()) + "\n{not json\n", encoding="utf-8")
+
+    with pytest.raises(ValueError, match=r"broken\.jsonl, row 2: not valid JSON"):
+        load_mcqa(str(path))
+
+
+@pytest.mark.parametrize("source", ["./missing/train.jsonl", "data/medqa.parquet", "/no/such/dir"])
+def test_missing_local_path_is_reported_as_a_missing_file_not_a_hub_problem(source):
+    with pytest.raises(FileNotFoundError, match="does not exist") as caught:
+        load_mcqa(source)
+
+    assert "Hub" not in str(caught.value)
+
+
+# --- bad rows ----------------------------------------------------------------------------------------
+
+
+def _without(row: dict, key: str) -> dict:
+    return {k: v for k, v in row.items() if k != key}
+
+
+BAD_ROWS = {
+    "missing question": (_without(medqa_row(), "question"), "question", "missing or empty"),
+    "empty question": (medqa_row(question="   "), "question", "missing or empty"),
+    "one option": (
+        {"question": "Q?", "options": {"A": "only"}, "answer_idx": "A", "answer": "only"},
+        "options",
+        "2 to 26 options, found 1",
+    ),
+    "27 options": (
+        mmlu_row(1, options=[f"o{i}" for i in range(27)], answer="A", answer_index=0),
+        "options",
+        "2 to 26 options, found 27",
+    ),
+    "letter not among options": (
+        medqa_row(answer_idx="E", answer=None),
+        "answer_idx",
+        "not among the options A-D",
+    ),
+    "letter and index disagree": (mmlu_row(1, answer="B", answer_index=3), "answer_index", "disagrees"),
+    "answer text disagrees": (medqa_row(answer="Drug C"), "answer", "differs from option B"),
+    "letters with a gap": (
+        {"question": "Q?", "options": {"A": "a", "B": "b", "D": "d"}, "answer_idx": "A", "answer": "a"},
+        "options",
+        "without gaps, found A, B, D",
+    ),
+    "empty option": (
+        {"question": "Q?", "options": {"A": "a", "B": " "}, "answer_idx": "A", "answer": "a"},
+        "options[B]",
+        "non-empty text",
+    ),
+    "unrecognised schema": (
+        {"question": "Q?", "choices": ["a", "b"], "label": 0},
+        "options",
+        r"found keys \['choices', 'label', 'question'\]; expected one of MedQA",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ROWS))
+def test_bad_row_error_names_file_row_and_field(tmp_path, case):
+    bad_row, field, problem = BAD_ROWS[case]
+    path = write_jsonl(tmp_path / "bad.jsonl", [medqa_row(), bad_row])
+
+    with pytest.raises(ValueError, match=problem) as caught:
+        load_mcqa(str(path))
+
+    message = str(caught.value)
+    assert str(path) in message
+    assert "row 2" in message
+    assert f"field '{field}'" in message
+
+
+def test_duplicate_ids_name_both_rows(tmp_path):
+    path = write_jsonl(tmp_path / "dup.jsonl", [mmlu_row(7), mmlu_row(8), mmlu_row(7)])
+
+    with pytest.raises(ValueError, match=r"dup\.jsonl, row 3, field 'id': id '7' is already used by row 1"):
+        load_mcqa(str(path))
+
+
+def test_bad_row_past_the_limit_still_fails(tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [medqa_row(), medqa_row(answer_idx="Z", answer=None)])
+
+    with pytest.raises(ValueError, match="row 2"):
+        load_mcqa(str(path), limit=1)
+
+
+# --- filtering and limits ------------------------------------------------------------------------------
+
+
+def test_limit_keeps_the_first_rows_after_filtering(tmp_path):
+    rows = [mmlu_row(1, "law"), mmlu_row(2), mmlu_row(3, "law"), mmlu_row(4), mmlu_row(5)]
+    ds = load_mcqa(str(write_jsonl(tmp_path / "m.jsonl", rows)), category="health", limit=2)
+
+    assert ds["id"] == ["2", "4"]
+
+
+def test_category_matching_no_row_names_the_category_and_those_present(tmp_path):
+    path = write_jsonl(tmp_path / "m.jsonl", [mmlu_row(1, "law"), mmlu_row(2, "biology")])
+
+    with pytest.raises(ValueError, match=r"category 'health'; categories present: \['biology', 'law'\]"):
+        load_mcqa(str(path), category="health")
+
+
+def test_category_filter_on_rows_without_a_category_field_fails(tmp_path):
+    path = write_jsonl(tmp_path / "medqa.jsonl", [medqa_row()])
+
+    with pytest.raises(ValueError, match=r"medqa\.jsonl, row 1, field 'category'"):
+        load_mcqa(str(path), category="health")
+
+
+def test_non_positive_limit_is_rejected(tmp_path):
+    path = write_jsonl(tmp_path / "medqa.jsonl", [medqa_row()])
+
+    with pytest.raises(ValueError, match="limit must be a positive"):
+        load_mcqa(str(path), limit=0)
+
+
+# --- Hub --------------------------------------------------------------------------------------------------
+
+
+def test_offline_hub_fails_fast_and_says_to_pass_a_local_path(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.monotonic()
+
+    with pytest.raises(DataSourceError) as caught:
+        load_mcqa("GBaker/MedQA-USMLE-4-options", "train")
+
+    message = str(caught.value)
+    assert "GBaker/MedQA-USMLE-4-options" in message
+    assert "local path" in message and "train.jsonl" in message
+    assert time.monotonic() - started < 10
+
+
+def test_offline_flag_set_after_import_fails_without_touching_the_network(monkeypatch):
+    # The Hub libraries read HF_HUB_OFFLINE at import; set later, they would retry the network for ~25 s.
+    monkeypatch.setattr(data.datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def must_not_be_called(*args, **kwargs):
+        raise AssertionError("load_dataset was called although HF_HUB_OFFLINE is set")
+
+    monkeypatch.setattr(data.datasets, "load_dataset", must_not_be_called)
+
+    with pytest.raises(DataSourceError, match=r"'GBaker/MedQA-USMLE-4-options'.*offline.*local path"):
+        load_mcqa("GBaker/MedQA-USMLE-4-options")
+
+
+def test_hub_connection_error_becomes_one_clear_error(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Couldn't reach the Hub")
+
+    monkeypatch.setattr(data.datasets, "load_dataset", unreachable)
+
+    with pytest.raises(DataSourceError, match=r"'TIGER-Lab/MMLU-Pro'.*unreachable.*local path"):
+        load_mcqa("TIGER-Lab/MMLU-Pro", "test")
+
+
+def test_hub_config_after_a_colon_is_passed_as_the_config_name(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    calls = []
+
+    def fake_load_dataset(repo, config, split):
+        calls.append((repo, config, split))
+        row = {
+            "question": "Q?",
+            "options": [{"key": "A", "value": "a"}, {"key": "B", "value": "b"}],
+            "answer_idx": "B",
+        }
+        return datasets.Dataset.from_list([row])
+
+    monkeypatch.setattr(data.datasets, "load_dataset", fake_load_dataset)
+
+    ds = load_mcqa("bigbio/med_qa:med_qa_en_source", "validation")
+
+    assert calls == [("bigbio/med_qa", "med_qa_en_source", "validation")]
+    assert (ds[0]["id"], ds[0]["source"], ds[0]["answer"]) == ("med_qa-validation-1", "med_qa", "B")
+
+
+# --- train/test overlap ------------------------------------------------------------------------------------
+
+
+def _dataset(ids: list[str], questions: list[str]) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({"id": ids, "question": questions})
+
+
+def test_question_overlap_ignores_case_whitespace_and_punctuation(caplog):
+    train = _dataset(["t1", "t2", "t3"], ["What causes fever?", "Which nerve is injured?", "Unrelated one."])
+    test = _dataset(
+        ["e1", "e2", "e3", "e4"], ["what  causes FEVER", "New question?", "Which nerve, is injured", "x"]
+    )
+
+    with caplog.at_level(logging.WARNING, logger="medrlvr_trl.data"):
+        report = question_overlap(train, test)
+
+    assert report == OverlapReport(
+        size_a=3, size_b=4, overlapping=2, fraction_of_b=0.5, examples=(("e1", "t1"), ("e3", "t2"))
+    )
+    assert "2 of 4 rows" in caplog.text
+
+
+def test_question_overlap_of_disjoint_sets_is_zero_and_does_not_warn(caplog):
+    with caplog.at_level(logging.WARNING, logger="medrlvr_trl.data"):
+        report = question_overlap(_dataset(["a"], ["First?"]), _dataset(["b"], ["Second?"]))
+
+    assert (report.overlapping, report.fraction_of_b, report.examples) == (0, 0.0, ())
+    assert caplog.text == ""
