@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+import yaml
 from trl import ScriptArguments, TrlParser
 
 logger = logging.getLogger(__name__)
@@ -56,15 +58,31 @@ class MCQAScriptArguments(ScriptArguments):
 def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     """Parse `--config file.yaml` plus command-line overrides into the given dataclasses.
 
-    Unknown keys in the YAML or on the command line are an error that names the file and the keys,
-    so a typo never silently falls back to a default.
+    Unknown keys in the YAML are an error naming the file and the keys, raised before any dataclass
+    is built, so a typo never silently falls back to a default (unknown command-line flags are
+    rejected by the parser itself).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    config_path = argv[argv.index("--config") + 1] if "--config" in argv else None
-    parser = TrlParser(dataclass_types=list(dataclass_types))
+    if "--config" in argv:
+        _check_config_keys(Path(argv[argv.index("--config") + 1]), dataclass_types)
     try:
-        return parser.parse_args_and_config(argv)
+        return TrlParser(dataclass_types=list(dataclass_types)).parse_args_and_config(argv)
     except ValueError as err:
-        if config_path and "Unknown arguments from config file" in str(err):
-            raise ValueError(f"{config_path}: {err}") from None
+        if "doesn't support bf16" in str(err):
+            raise ValueError(
+                f"{err} This config asks for bf16, which needs a GPU; on a CPU-only machine (a --dry_run on a "
+                "laptop, say) add `--bf16 false`."
+            ) from None
         raise
+
+
+def _check_config_keys(path: Path, dataclass_types: Sequence[type]) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: a config file must be a YAML mapping of option names to values")
+    known = {f.name for cls in dataclass_types for f in fields(cls)} | {"env"}
+    unknown = sorted(set(loaded) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; check the spelling (see --help)")

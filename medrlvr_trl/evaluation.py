@@ -26,12 +26,17 @@ from medrlvr_trl.rewards import ANSWER_CLOSE, ANSWER_OPEN, RewardValues, Verdict
 logger = logging.getLogger(__name__)
 
 RUN_INFO_FILENAME = "run_info.json"
-"""A trained model folder may hold this file; its `answer_mode` / `eval_prompt_template` are the defaults."""
+"""Written by the SFT and PPO recipes next to the model: `answer_mode` and `eval_prompt_template`
+(else `prompt_template`) become that model's defaults at evaluation."""
 MCQA_ACCURACY_PATH = str(Path(__file__).parent / "metrics" / "mcqa_accuracy")
 ANSWER_MODES = ("cot", "direct")
 DEFAULT_TEMPLATE = {"cot": "r1", "direct": "direct"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 RANDOM_LABEL = "random"
+
+
+class MissingModelError(ValueError):
+    """A model that is neither a local folder nor (offline) in the Hub cache."""
 
 
 # --- what to evaluate ----------------------------------------------------------------------------
@@ -99,8 +104,8 @@ def parse_model_specs(items: Sequence[str] | str) -> list[tuple[str, str, str | 
             mode, parts = parts[-1], parts[:-1]
         elif len(parts) >= 2:
             raise ValueError(
-                f"--models entry {item!r}: unknown answer mode {parts[-1]!r}; use one of {list(ANSWER_MODES)} "
-                f"(and optionally a template from {sorted(TEMPLATES)}): {syntax}"
+                f"--models entry {item!r}: unknown answer mode {parts[-1]!r}; use one of "
+                f"{list(ANSWER_MODES)} (and optionally a template from {sorted(TEMPLATES)}): {syntax}"
             )
         parsed.append((label, ":".join(parts), mode, template))
     if not parsed:
@@ -114,7 +119,9 @@ def parse_dataset_specs(items: Sequence[str] | str) -> list[DatasetSpec]:
 
     `source` is anything `load_mcqa` reads (a Hub id, `repo:config`, a local file or folder).
     """
-    syntax = "LABEL=SOURCE[@SPLIT][@category=NAME], e.g. mmlu_pro_health=TIGER-Lab/MMLU-Pro@test@category=health"
+    syntax = (
+        "LABEL=SOURCE[@SPLIT][@category=NAME], e.g. mmlu_pro_health=TIGER-Lab/MMLU-Pro@test@category=health"
+    )
     specs = []
     for item in _split_items(items):
         label, value = _label_and_value(item, "--datasets", syntax)
@@ -170,12 +177,12 @@ def check_model_source(label: str, path: str) -> None:
         return
     looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or folder.exists()
     if looks_local:
-        raise ValueError(f"model {label!r}: folder {path!r} does not exist (relative to {Path.cwd()})")
+        raise MissingModelError(f"model {label!r}: folder {path!r} does not exist (relative to {Path.cwd()})")
     if _offline():
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(path, "config.json"), str):
-            raise ValueError(
+            raise MissingModelError(
                 f"model {label!r}: {path!r} is not a local folder and not in the Hub cache, and the Hub is "
                 "offline (HF_HUB_OFFLINE=1); check the path or download the model first"
             )
@@ -194,7 +201,7 @@ def resolve_model(label: str, path: str, mode: str | None, template: str | None)
     if mode is None and info is not None and info.get("answer_mode") is not None:
         mode = info["answer_mode"]
         if template is None:
-            template = info.get("eval_prompt_template")
+            template = info.get("eval_prompt_template") or info.get("prompt_template")
         logger.info("model %s: answer mode %s from %s", label, mode, Path(path) / RUN_INFO_FILENAME)
     mode = mode or "cot"
     if mode not in ANSWER_MODES:
@@ -219,7 +226,11 @@ def direct_letter(completion: str) -> str | None:
 
 
 def score_completion(
-    completion: str, answer: str, num_options: int, answer_mode: str, values: RewardValues = RewardValues()
+    completion: str,
+    answer: str,
+    num_options: int,
+    answer_mode: str,
+    values: RewardValues = RewardValues(),  # noqa: B008 (frozen, so one shared default is safe)
 ) -> Verdict:
     """Score one completion; `format_ok` means "a letter could be read" in direct mode."""
     if answer_mode == "cot":
@@ -231,7 +242,9 @@ def score_completion(
     if letter is None:
         return Verdict(format_ok=False, letter=None, correct=False, reward=values.format_error)
     correct = letter == answer
-    return Verdict(format_ok=True, letter=letter, correct=correct, reward=values.correct if correct else values.wrong)
+    return Verdict(
+        format_ok=True, letter=letter, correct=correct, reward=values.correct if correct else values.wrong
+    )
 
 
 # --- generation ----------------------------------------------------------------------------------
@@ -258,7 +271,9 @@ class Completion:
     num_tokens: int
 
 
-def generate_hf(model: Any, tokenizer: Any, prompts: Sequence[str], settings: GenerationSettings) -> list[Completion]:
+def generate_hf(
+    model: Any, tokenizer: Any, prompts: Sequence[str], settings: GenerationSettings
+) -> list[Completion]:
     """Batched generation with transformers: left padding, KV cache, longest prompts first.
 
     Sorting by length keeps padding (and wasted compute) low; results come back in input order.
@@ -446,7 +461,8 @@ def results_markdown(results: dict[str, dict[str, dict[str, float]]], datasets: 
         if model == RANDOM_LABEL:
             continue
         cells = [
-            f"{100 * per_dataset[d]['format_valid_rate']:.1f} / {per_dataset[d]['mean_completion_tokens']:.1f}"
+            f"{100 * per_dataset[d]['format_valid_rate']:.1f} / "
+            f"{per_dataset[d]['mean_completion_tokens']:.1f}"
             if d in per_dataset
             else "-"
             for d in datasets
@@ -466,3 +482,82 @@ class EvalReport:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
+
+
+# --- options -------------------------------------------------------------------------------------
+
+DEFAULT_DATASETS = (
+    "medqa=GBaker/MedQA-USMLE-4-options@test",
+    "mmlu_pro_health=TIGER-Lab/MMLU-Pro@test@category=health",
+)
+
+
+@dataclass
+class MCQAEvalArguments:
+    """Options of `recipes/eval_mcqa.py` (YAML via --config, every field overridable on the CLI)."""
+
+    models: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Models as LABEL=PATH_OR_HUB_ID[:cot|:direct[:TEMPLATE]], space- or comma-separated. "
+            "Without a mode, the model folder's run_info.json decides, else cot."
+        },
+    )
+    datasets: list[str] = field(
+        default_factory=lambda: list(DEFAULT_DATASETS),
+        metadata={
+            "help": "Datasets as LABEL=SOURCE[@SPLIT][@category=NAME]; SOURCE is any load_mcqa source."
+        },
+    )
+    output_dir: str = field(
+        default="runs/eval", metadata={"help": "Folder for results, predictions, figure."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into an output_dir that already holds results.json."}
+    )
+    skip_missing_models: bool = field(
+        default=False,
+        metadata={"help": "Warn about and skip models whose folder does not exist instead of failing."},
+    )
+    max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N questions."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts per generate() call, per process."})
+    max_new_tokens: int = field(default=1024, metadata={"help": "Generation budget in cot mode."})
+    direct_max_new_tokens: int = field(
+        default=32, metadata={"help": "Generation budget in direct mode (only the first line is read)."}
+    )
+    stop_at_answer_close: bool = field(
+        default=True, metadata={"help": "In cot mode, stop generating after '</answer>'."}
+    )
+    do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (with do_sample)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold (with do_sample)."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed (each process adds its rank)."})
+    dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, bfloat16, float16 or float32."})
+    backend: str = field(default="hf", metadata={"help": "'hf' (transformers generate) or 'vllm'."})
+    use_cpu: bool = field(default=False, metadata={"help": "Run on CPU even when a GPU is present."})
+    n_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples for the error bars."})
+    bootstrap_seed: int = field(default=0, metadata={"help": "Seed of the bootstrap draw."})
+    dry_run: bool = field(
+        default=False, metadata={"help": "Check models, tokenizers and data, log the plan, load no model."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("hf", "vllm"):
+            raise ValueError(f"backend: got {self.backend!r}; use 'hf' or 'vllm'")
+        if self.batch_size < 1 or self.max_new_tokens < 1 or self.direct_max_new_tokens < 1:
+            raise ValueError("batch_size, max_new_tokens and direct_max_new_tokens must be at least 1")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"max_samples: got {self.max_samples}; need a positive number or none")
+
+    def generation_settings(self, answer_mode: str, *, rank: int = 0) -> GenerationSettings:
+        """Decoding settings for one answer mode; the seed differs per process so shards differ."""
+        cot = answer_mode == "cot"
+        return GenerationSettings(
+            max_new_tokens=self.max_new_tokens if cot else self.direct_max_new_tokens,
+            batch_size=self.batch_size,
+            do_sample=self.do_sample,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed + rank,
+            stop_strings=(ANSWER_CLOSE,) if cot and self.stop_at_answer_close else (),
+        )

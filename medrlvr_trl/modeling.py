@@ -139,7 +139,8 @@ def _as_torch_dtype(dtype: str | torch.dtype | None) -> str | torch.dtype:
     resolved = getattr(torch, str(dtype), None)
     if not isinstance(resolved, torch.dtype):
         raise ValueError(
-            f"ModelConfig.dtype: {dtype!r} is not a torch dtype; use 'auto', 'float32', 'bfloat16' or 'float16'."
+            f"ModelConfig.dtype: {dtype!r} is not a torch dtype; "
+            "use 'auto', 'float32', 'bfloat16' or 'float16'."
         )
     return resolved
 

@@ -41,7 +41,7 @@ def plot_accuracy_bars(
     width = 0.8 / len(models)
     centers = np.arange(len(datasets))
 
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(datasets) * max(1, len(models)) / 2), 4.0))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(datasets) * len(models)), 4.5))
     cmap = plt.get_cmap("tab10")
     for index, model in enumerate(models):
         means = [100 * results[model].get(d, {}).get("accuracy", np.nan) for d in datasets]
@@ -64,7 +64,8 @@ def plot_accuracy_bars(
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title(title)
-    ax.legend(fontsize=8, ncols=min(len(models), 3), loc="upper right")
+    # Below the axes, so no bar (accuracy can reach 100%) is ever hidden behind it.
+    ax.legend(fontsize=8, ncols=min(len(models), 4), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     fig.tight_layout()
 
     out = Path(path)

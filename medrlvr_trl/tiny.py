@@ -47,8 +47,6 @@ TAG_TOKENS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
 FINGERPRINT_FILE = "fingerprint.json"
 POLICY_DIR = "policy"
 VALUE_DIR = "value"
-# Bump when the build steps change in a way the spec and versions do not capture.
-_BUILD_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -152,10 +150,13 @@ def _versions() -> dict[str, str]:
 
 
 def _fingerprint(spec: TinySpec, corpora: Sequence[tuple[str, str]]) -> str:
-    """Hash what decides the build's bytes: spec (corpus paths by content), corpora, versions."""
+    """Hash what decides the build: spec (corpus paths by content), corpora, versions, this builder.
+
+    The builder's own source is included so that an edit to the build steps never reuses a stale model.
+    """
     spec_fields = {k: v for k, v in dataclasses.asdict(spec).items() if k != "extra_corpora"}
     payload = {
-        "format": _BUILD_FORMAT,
+        "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
         "spec": spec_fields,
         "corpora": [hashlib.sha256(text.encode("utf-8")).hexdigest() for _, text in corpora],
         "versions": _versions(),
@@ -294,7 +295,9 @@ def main(argv: Sequence[str] | None = None) -> TinyPaths:
     parser.add_argument("--seed", type=int, default=TinySpec.seed, help="Seed for the random weights.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    spec = TinySpec(pad_equals_eos=args.pad_equals_eos, seed=args.seed, extra_corpora=tuple(args.extra_corpus))
+    spec = TinySpec(
+        pad_equals_eos=args.pad_equals_eos, seed=args.seed, extra_corpora=tuple(args.extra_corpus)
+    )
     paths = build_tiny(args.out, spec)
     if not paths.rebuilt:
         logger.info("tiny model in %s is up to date (fingerprint unchanged); nothing rebuilt", paths.root)

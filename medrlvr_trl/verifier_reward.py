@@ -48,7 +48,7 @@ class GoldTable:
                 f"rows {known.id!r} and {gold.id!r} render to the same prompt but have different gold answers "
                 f"({known.answer} vs {gold.answer}); fix or remove one of them in the dataset"
             )
-        self._by_prompt[key] = gold
+        self._by_prompt.setdefault(key, gold)
 
     def lookup(self, padded_prompt: torch.Tensor) -> Gold:
         """Gold for one left-padded prompt row; an unknown prompt is an error, never a silent zero."""

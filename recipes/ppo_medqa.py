@@ -16,6 +16,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from transformers import set_seed
 from trl import ModelConfig, get_peft_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     train_dataset, gold = tokenize_prompts(
         rows, tokenizer, template=script_args.prompt_template, max_prompt_length=ppo_args.max_prompt_length
     )
+    set_seed(ppo_args.seed)  # the critic's fresh scalar head is drawn here: same seed, same run
     policy = load_policy(model_args.model_name_or_path, model_args, tokenizer)
     # An explicit reference copy (not TRL's create_reference_model) so that ZeRO-3 works; LoRA needs none.
     ref_policy = None if model_args.use_peft else load_policy(model_args.model_name_or_path, model_args, tokenizer)

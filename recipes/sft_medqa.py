@@ -19,8 +19,12 @@ from pathlib import Path
 from accelerate import PartialState
 from trl import ModelConfig, SFTTrainer, get_peft_config
 
-from medrlvr_trl.configs import MCQAScriptArguments, parse_config
-from medrlvr_trl.sft import (
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from medrlvr_trl.configs import MCQAScriptArguments, parse_config  # noqa: E402
+from medrlvr_trl.data import load_mcqa  # noqa: E402
+from medrlvr_trl.modeling import load_policy, load_tokenizer  # noqa: E402
+from medrlvr_trl.sft import (  # noqa: E402
     MedSFTConfig,
     build_sft_dataset,
     check_output_dir,
@@ -57,8 +61,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
         return output_dir
 
     # Data first: a bad row or an empty split fails before any model weights load.
-    from medrlvr_trl.data import load_mcqa
-
     train_rows = load_mcqa(
         script_args.dataset_name,
         split=script_args.dataset_train_split,
@@ -79,11 +81,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         eval_dataset = build_sft_dataset(
             eval_rows, template=script_args.prompt_template, target=training_args.sft_target
         )
-    logger.info("example prompt + completion:\n%s%s", train_dataset[0]["prompt"], train_dataset[0]["completion"])
+    logger.info(
+        "example prompt + completion:\n%s%s", train_dataset[0]["prompt"], train_dataset[0]["completion"]
+    )
 
-    from medrlvr_trl.modeling import load_policy, load_tokenizer
-
-    tokenizer = load_tokenizer(model_args.model_name_or_path)
+    tokenizer = load_tokenizer(model_args.model_name_or_path, revision=model_args.model_revision)
     model = load_policy(model_args.model_name_or_path, model_args, tokenizer)
     trainer = SFTTrainer(
         model=model,
@@ -122,7 +124,7 @@ def _append_run_info_to_card(output_dir: Path, info: dict) -> None:
     """Add the target and evaluation settings to README.md, where people look first."""
     card = output_dir / "README.md"
     text = card.read_text(encoding="utf-8") if card.is_file() else ""
-    lines = ["", "## Med-RLVR SFT baseline", ""]
+    lines = ["", "", "## Med-RLVR SFT baseline", ""]
     lines += [f"- {key}: `{value}`" for key, value in info.items()]
     lines += ["", "Evaluate with `recipes/eval_mcqa.py`; it reads `run_info.json` for the answer mode.", ""]
     card.write_text(text + "\n".join(lines), encoding="utf-8")

@@ -1,0 +1,225 @@
+"""Accuracy of one or more models on MedQA (in distribution) and MMLU-Pro health (out of distribution).
+
+    accelerate launch recipes/eval_mcqa.py --config recipes/configs/eval.yaml \
+        --models "sft=runs/sft,ppo=runs/ppo:cot,base-cot=Qwen/Qwen2.5-3B:cot,base-dir=Qwen/Qwen2.5-3B:direct"
+    python recipes/eval_mcqa.py --config recipes/configs/tiny/eval.yaml          # offline, CPU
+
+Questions are split across processes; the main process scores them and writes, into output_dir:
+`predictions/<model>__<dataset>.jsonl`, `results.json`, `results.md` and `accuracy.png` (grouped
+bars with bootstrap error bars and a random-guess bar, like Med-RLVR's Figure 3). Models, tokenizers
+and data are all checked before the first model loads.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from accelerate import PartialState
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from medrlvr_trl.configs import parse_config  # noqa: E402
+from medrlvr_trl.data import load_mcqa  # noqa: E402
+from medrlvr_trl.evaluation import (  # noqa: E402
+    RANDOM_LABEL,
+    Completion,
+    DatasetSpec,
+    EvalReport,
+    GenerationSettings,
+    MCQAEvalArguments,
+    MissingModelError,
+    ModelSpec,
+    generate_hf,
+    generate_sharded,
+    generate_vllm,
+    load_accuracy_metric,
+    parse_dataset_specs,
+    parse_model_specs,
+    prediction_records,
+    random_guess,
+    resolve_model,
+    results_markdown,
+    summarise,
+    vllm_available,
+    write_jsonl,
+)
+from medrlvr_trl.modeling import load_policy, load_tokenizer  # noqa: E402
+from medrlvr_trl.plots import plot_accuracy_bars  # noqa: E402
+from medrlvr_trl.prompts import build_prompt  # noqa: E402
+
+logger = logging.getLogger("eval_mcqa")
+
+Generator = Callable[[Sequence[str], GenerationSettings], list[Completion]]
+
+
+@dataclass
+class Plan:
+    """Everything checked before the first model loads."""
+
+    models: list[ModelSpec]
+    datasets: list[DatasetSpec]
+    rows: dict[str, Any]
+    tokenizers: dict[str, Any]
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    (args,) = parse_config([MCQAEvalArguments], argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # On a machine without CUDA, accelerate only forms a multi-process (gloo) group when told `cpu=True`.
+    state = PartialState(cpu=args.use_cpu or not _cuda_available())
+    out = Path(args.output_dir)
+    plan = make_plan(args)
+    for spec in plan.models:
+        logger.info(
+            "model %s: %s (answer mode %s, template %s)",
+            spec.label,
+            spec.path,
+            spec.answer_mode,
+            spec.prompt_template,
+        )
+    for spec in plan.datasets:
+        logger.info("dataset %s: %s, %d questions", spec.label, spec.source, len(plan.rows[spec.label]))
+    if args.dry_run:
+        return out
+
+    metric = load_accuracy_metric() if state.is_main_process else None
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for spec in plan.models:
+        generate = open_generator(spec, plan.tokenizers[spec.label], args, state)
+        settings = args.generation_settings(spec.answer_mode, rank=state.process_index)
+        for data in plan.datasets:
+            rows = plan.rows[data.label]
+            prompts = [
+                build_prompt(q, o, template=spec.prompt_template)
+                for q, o in zip(rows["question"], rows["options"], strict=True)
+            ]
+            completions = generate_sharded(prompts, partial(generate, settings=settings), state)
+            if state.is_main_process:
+                records = prediction_records(rows, prompts, completions, spec.answer_mode)
+                write_jsonl(out / "predictions" / f"{spec.label}__{data.label}.jsonl", records)
+                summary = summarise(records, metric, n_resamples=args.n_resamples, seed=args.bootstrap_seed)
+                results.setdefault(spec.label, {})[data.label] = summary
+                logger.info(
+                    "%s on %s: accuracy %.1f%% +- %.1f (n=%d, format-valid %.1f%%)",
+                    spec.label,
+                    data.label,
+                    100 * summary["accuracy"],
+                    100 * summary["accuracy_std"],
+                    summary["n"],
+                    100 * summary["format_valid_rate"],
+                )
+        del generate
+        release_memory()
+    if state.is_main_process:
+        results[RANDOM_LABEL] = {
+            d.label: random_guess(plan.rows[d.label], n_resamples=args.n_resamples, seed=args.bootstrap_seed)
+            for d in plan.datasets
+        }
+        write_outputs(out, args, plan, results)
+    state.wait_for_everyone()
+    return out
+
+
+def make_plan(args: MCQAEvalArguments) -> Plan:
+    """Resolve models and datasets and load tokenizers and questions; raise on anything missing."""
+    models = []
+    for label, path, mode, template in parse_model_specs(args.models):
+        try:
+            models.append(resolve_model(label, path, mode, template))
+        except MissingModelError as err:
+            if not args.skip_missing_models:
+                raise
+            logger.warning("%s; skipped (skip_missing_models)", err)
+    if not models:
+        raise ValueError("no model left to evaluate: every model in --models was missing")
+    results_file = Path(args.output_dir) / "results.json"
+    if results_file.exists() and not args.overwrite_output_dir:
+        raise ValueError(
+            f"{results_file} already exists; choose another output_dir or pass --overwrite_output_dir true"
+        )
+    datasets = parse_dataset_specs(args.datasets)
+    rows = {}
+    for spec in datasets:
+        loaded = load_mcqa(spec.source, split=spec.split, category=spec.category, limit=args.max_samples)
+        if len(loaded) == 0:
+            raise ValueError(
+                f"dataset {spec.label!r} ({spec.source}, split {spec.split}) has no rows after filtering"
+            )
+        rows[spec.label] = loaded
+    tokenizers = {}
+    for spec in models:
+        try:
+            tokenizers[spec.label] = load_tokenizer(spec.path)
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"model {spec.label!r}: cannot load the tokenizer of {spec.path}: {err}"
+            ) from None
+    return Plan(models=models, datasets=datasets, rows=rows, tokenizers=tokenizers)
+
+
+def open_generator(
+    spec: ModelSpec, tokenizer: Any, args: MCQAEvalArguments, state: PartialState
+) -> Generator:
+    """Load one model for generation; the returned function holds the only reference to it."""
+    backend = args.backend
+    if backend == "vllm" and not vllm_available():
+        logger.warning("backend 'vllm' requested but vllm is not importable; using transformers generate")
+        backend = "hf"
+    if backend == "vllm":
+        if state.num_processes > 1:
+            raise ValueError(
+                "the vllm backend runs in one process; launch without accelerate data parallelism"
+            )
+        from vllm import LLM
+
+        return partial(
+            generate_vllm, LLM(model=spec.path, tokenizer=spec.path, dtype=args.dtype, seed=args.seed)
+        )
+    model = load_policy(spec.path, None, tokenizer, dtype=args.dtype).to(state.device)
+    return partial(generate_hf, model, tokenizer)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def release_memory() -> None:
+    """Free the previous model before the next one loads."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def write_outputs(
+    out: Path, args: MCQAEvalArguments, plan: Plan, results: dict[str, dict[str, dict[str, float]]]
+) -> None:
+    dataset_labels = [d.label for d in plan.datasets]
+    report = EvalReport(
+        models=[asdict(m) for m in plan.models],
+        datasets=[{**asdict(d), "n": len(plan.rows[d.label])} for d in plan.datasets],
+        generation={k: v for k, v in asdict(args).items() if k not in ("models", "datasets")},
+        results=results,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(report.to_json(), encoding="utf-8")
+    (out / "results.md").write_text(results_markdown(results, dataset_labels), encoding="utf-8")
+    model_order = [RANDOM_LABEL] + [m.label for m in plan.models]
+    plot_accuracy_bars(results, out / "accuracy.png", dataset_order=dataset_labels, model_order=model_order)
+    logger.info("results:\n%s", json.dumps(results, indent=1))
+    logger.info("wrote %s, %s and %s", out / "results.json", out / "results.md", out / "accuracy.png")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
