@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             "final_metrics": final,
         }
     )
+    trainer.accelerator.end_training()  # tear the process group down before exit (ZeRO-3 aborts otherwise)
 
 
 def _dry_run(script_args: MCQAScriptArguments, ppo_args: MedRLVRPPOConfig, model_args: ModelConfig) -> None:

@@ -1,0 +1,387 @@
+"""Evaluation: parsing what to evaluate, scoring fixed completions, generation, the recipe end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medrlvr_trl import evaluation
+from medrlvr_trl.evaluation import (
+    Completion,
+    GenerationSettings,
+    MissingModelError,
+    direct_letter,
+    generate_hf,
+    load_accuracy_metric,
+    parse_dataset_specs,
+    parse_model_specs,
+    prediction_records,
+    random_guess,
+    resolve_model,
+    results_markdown,
+    score_completion,
+    summarise,
+)
+from medrlvr_trl.plots import plot_accuracy_bars
+from medrlvr_trl.stats import bootstrap_std
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_recipe(name: str):
+    """Import a recipe script as a fresh module (recipes are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses defined in the script look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_medqa(folder: Path, split: str, n: int) -> Path:
+    """MedQA-schema rows (options as a letter -> text dict)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{split}.jsonl").open("w") as handle:
+        for i in range(n):
+            options = {letter: f"drug {letter.lower()}{i}" for letter in "ABCD"}
+            answer = "ABCD"[i % 4]
+            row = {"question": f"Which drug treats condition {i}?", "options": options, "answer_idx": answer}
+            handle.write(json.dumps({**row, "answer": options[answer]}) + "\n")
+    return folder
+
+
+def write_mmlu_pro(folder: Path, categories: list[str]) -> Path:
+    """MMLU-Pro-schema rows with ten options and a category per row."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "test.jsonl").open("w") as handle:
+        for i, category in enumerate(categories):
+            options = [f"choice {k} of {i}" for k in range(10)]
+            row = {"question_id": i, "question": f"Health question {i}?", "options": options}
+            handle.write(json.dumps({**row, "answer": "ABCDEFGHIJ"[i % 10], "category": category}) + "\n")
+    return folder
+
+
+# --- what to evaluate ----------------------------------------------------------------------------
+
+
+def test_model_entries_accept_comma_and_list_forms_with_optional_mode_and_template():
+    parsed = parse_model_specs(["sft=runs/sft,ppo=runs/ppo:cot", "base=Qwen/Qwen2.5-3B:direct:r1"])
+    assert parsed == [
+        ("sft", "runs/sft", None, None),
+        ("ppo", "runs/ppo", "cot", None),
+        ("base", "Qwen/Qwen2.5-3B", "direct", "r1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("runs/sft", "expected LABEL="),
+        ("a=runs/a:fast", "unknown answer mode 'fast'"),
+        ("a=x,a=y", "labels must be unique"),
+        ("random=x", "reserved"),
+    ],
+)
+def test_bad_model_entries_are_rejected_with_the_expected_syntax(entry, message):
+    with pytest.raises(ValueError, match=message):
+        parse_model_specs(entry)
+
+
+def test_dataset_entries_carry_split_category_and_hub_config():
+    medqa, mmlu, bigbio = parse_dataset_specs(
+        "medqa=data/demo/medqa,mmlu=TIGER-Lab/MMLU-Pro@test@category=health,dev=bigbio/med_qa:med_qa_en_source@validation"
+    )
+    assert (medqa.source, medqa.split, medqa.category) == ("data/demo/medqa", "test", None)
+    assert (mmlu.source, mmlu.split, mmlu.category) == ("TIGER-Lab/MMLU-Pro", "test", "health")
+    assert (bigbio.source, bigbio.split) == ("bigbio/med_qa:med_qa_en_source", "validation")
+
+
+def test_run_info_of_a_trained_model_sets_its_answer_mode_and_template(tmp_path, tiny_model_dir):
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "sft")
+    (folder / "run_info.json").write_text(json.dumps({"answer_mode": "direct", "eval_prompt_template": "r1"}))
+    assert resolve_model("sft", str(folder), None, None).answer_mode == "direct"
+    assert resolve_model("sft", str(folder), None, None).prompt_template == "r1"
+    assert resolve_model("sft", str(folder), "cot", None).prompt_template == "r1"  # the entry wins on mode
+    plain = resolve_model("base", str(tiny_model_dir), "direct", None)
+    assert (plain.answer_mode, plain.prompt_template) == ("direct", "direct")
+
+
+def test_a_missing_model_folder_is_reported_by_name(tmp_path):
+    with pytest.raises(MissingModelError, match="ppo.*does not exist"):
+        resolve_model("ppo", str(tmp_path / "runs" / "ppo"), None, None)
+
+
+def test_an_uncached_hub_id_is_reported_when_offline():
+    with pytest.raises(MissingModelError, match="not in the Hub cache"):
+        resolve_model("base", "no-such-org/no-such-model", "cot", None)
+
+
+def test_a_checkpoint_without_tokenizer_files_is_rejected(tmp_path, tiny_model_dir):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model_dir / name, folder / name)
+    with pytest.raises(ValueError, match="no tokenizer files"):
+        resolve_model("ckpt", str(folder), "cot", None)
+
+
+# --- scoring -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("completion", "letter"),
+    [
+        (" B", "B"),
+        (" C. Ceftriaxone\nUser: next question", "C"),
+        (" The answer is D.", "D"),
+        (" <answer>A</answer>", "A"),
+        (" A or B", None),
+        ("", None),
+    ],
+)
+def test_direct_answers_are_read_from_the_first_line_or_the_answer_tag(completion, letter):
+    assert direct_letter(completion) == letter
+
+
+def test_fixed_completions_score_to_the_hand_counted_accuracy():
+    # (completion, gold, options, mode): hand-checked verdicts in the comments.
+    cases = [
+        ("<think>renal</think><answer>B</answer>", "B", 4, "cot"),  # right
+        ("<think>renal</think><answer>C</answer>", "B", 4, "cot"),  # wrong letter
+        ("B", "B", 4, "cot"),  # right letter but no tags: format failure
+        ("<think>x</think><answer>F</answer>", "F", 10, "cot"),  # right, ten options
+        (" A", "A", 4, "direct"),  # right
+        (" D. Warfarin", "C", 4, "direct"),  # wrong
+        (" I am not sure", "C", 4, "direct"),  # no letter: wrong
+        (" <answer>E</answer>", "E", 5, "direct"),  # right (tagged SFT target)
+    ]
+    verdicts = [score_completion(c, gold, n, mode) for c, gold, n, mode in cases]
+    assert [v.correct for v in verdicts] == [True, False, False, True, True, False, False, True]
+    records = [
+        {"letter": v.letter, "answer": gold, "format_ok": v.format_ok, "completion_tokens": 3}
+        for v, (_, gold, _, _) in zip(verdicts, cases, strict=True)
+    ]
+    summary = summarise(records, load_accuracy_metric())
+    assert summary["accuracy"] == pytest.approx(4 / 8)
+    assert summary["format_valid_rate"] == pytest.approx(6 / 8)
+    assert summary["n"] == 8
+
+
+def test_metric_module_loads_offline_and_counts_missing_letters_as_wrong():
+    metric = load_accuracy_metric()
+    scores = metric.compute(predictions=["A", "", "C", "D"], references=["A", "B", "C", "A"], seed=5)
+    assert scores["accuracy"] == pytest.approx(0.5)
+    assert scores["accuracy_std"] == pytest.approx(bootstrap_std([1, 0, 1, 0], seed=5))
+
+
+def test_random_guess_is_the_mean_chance_over_each_questions_option_count():
+    rows = {"options": [["a"] * 4, ["a"] * 5, ["a"] * 10]}
+    summary = random_guess(rows)
+    assert summary["accuracy"] == pytest.approx((1 / 4 + 1 / 5 + 1 / 10) / 3)
+    assert summary["n"] == 3
+
+
+def test_prediction_records_keep_every_question_with_its_verdict():
+    rows = [
+        {"id": "q1", "answer": "A", "options": ["x", "y", "z", "w"]},
+        {"id": "q2", "answer": "B", "options": ["x", "y", "z", "w"]},
+    ]
+    completions = [Completion(" A", 1), Completion("gibberish", 4)]
+    records = prediction_records(rows, ["p1", "p2"], completions, "direct")
+    assert [(r["id"], r["letter"], r["correct"], r["completion_tokens"]) for r in records] == [
+        ("q1", "A", True, 1),
+        ("q2", None, False, 4),
+    ]
+
+
+# --- generation ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tiny_model_dir):
+    """The tiny model with large random weights, so completions differ from prompt to prompt."""
+    from medrlvr_trl.modeling import load_policy, load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = load_policy(str(tiny_model_dir), None, tokenizer)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    return model, tokenizer
+
+
+def test_batched_left_padded_generation_matches_one_prompt_at_a_time(tiny_generator):
+    model, tokenizer = tiny_generator
+    prompts = [f"User: {'why ' * k}is the sky blue?\nAssistant:" for k in (1, 25, 4, 60, 9)]
+    one_by_one = generate_hf(model, tokenizer, prompts, GenerationSettings(max_new_tokens=10, batch_size=1))
+    batched = generate_hf(model, tokenizer, prompts, GenerationSettings(max_new_tokens=10, batch_size=5))
+    assert batched == one_by_one
+    assert len({c.text for c in batched}) > 1  # the check above would be empty if all outputs were equal
+
+
+class _ScriptedModel(torch.nn.Module):
+    """Returns a fixed continuation, to check how generated ids become text and a length."""
+
+    def __init__(self, continuation: list[int]) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.continuation = continuation
+
+    def generate(self, input_ids, **kwargs):
+        tail = torch.tensor([self.continuation] * input_ids.shape[0])
+        return torch.cat([input_ids, tail], dim=1)
+
+
+def test_completion_text_and_length_stop_at_the_first_eos(tiny_model_dir):
+    from medrlvr_trl.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    answer_ids = tokenizer(" B", add_special_tokens=False)["input_ids"]
+    model = _ScriptedModel(answer_ids + [tokenizer.eos_token_id] + [tokenizer.pad_token_id] * 3)
+    (completion,) = generate_hf(model, tokenizer, ["User: q\nAssistant:"], GenerationSettings())
+    assert completion == Completion(text=" B", num_tokens=len(answer_ids))
+
+
+# --- outputs -------------------------------------------------------------------------------------
+
+
+def test_accuracy_figure_is_written_as_a_png(tmp_path):
+    results = {
+        "random": {"medqa": {"accuracy": 0.25, "accuracy_std": 0.01}},
+        "sft": {
+            "medqa": {"accuracy": 0.5, "accuracy_std": 0.014},
+            "mmlu": {"accuracy": 0.3, "accuracy_std": 0.02},
+        },
+    }
+    path = plot_accuracy_bars(results, tmp_path / "fig" / "accuracy.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 5_000
+
+
+def test_results_table_shows_percent_with_error_bars_and_gaps():
+    results = {
+        "sft": {
+            "medqa": {
+                "accuracy": 0.5,
+                "accuracy_std": 0.014,
+                "format_valid_rate": 1.0,
+                "mean_completion_tokens": 1.0,
+            }
+        },
+        "random": {
+            "medqa": {"accuracy": 0.142, "accuracy_std": 0.01},
+            "mmlu": {"accuracy": 0.09, "accuracy_std": 0.01},
+        },
+    }
+    table = results_markdown(results, ["medqa", "mmlu"])
+    assert "| sft | 50.0 +- 1.4 | - |" in table
+    assert "| random | 14.2 +- 1.0 | 9.0 +- 1.0 |" in table
+
+
+# --- the recipe ----------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def eval_data(tmp_path):
+    medqa = write_medqa(tmp_path / "medqa", "test", 5)
+    mmlu = write_mmlu_pro(tmp_path / "mmlu", ["health", "law", "health", "health"])
+    return [f"medqa={medqa}", f"mmlu_health={mmlu}@test@category=health"]
+
+
+def test_eval_recipe_writes_results_predictions_and_figure(tmp_path, tiny_model_dir, eval_data):
+    sft = shutil.copytree(tiny_model_dir, tmp_path / "sft")
+    (sft / "run_info.json").write_text(json.dumps({"answer_mode": "direct", "eval_prompt_template": "r1"}))
+    out = tmp_path / "eval"
+    argv = ["--models", f"sft={sft},base-cot={tiny_model_dir}:cot", "--datasets", *eval_data]
+    argv += ["--output_dir", str(out), "--max_new_tokens", "6", "--direct_max_new_tokens", "3"]
+    load_recipe("eval_mcqa").main(argv)
+
+    report = json.loads((out / "results.json").read_text())
+    assert {m["label"]: m["answer_mode"] for m in report["models"]} == {"sft": "direct", "base-cot": "cot"}
+    assert report["results"]["sft"]["mmlu_health"]["n"] == 3  # the "law" row is filtered out
+    assert report["results"]["random"]["mmlu_health"]["accuracy"] == pytest.approx(0.1)
+    for label in ("sft", "base-cot"):
+        for dataset, n in (("medqa", 5), ("mmlu_health", 3)):
+            lines = (out / "predictions" / f"{label}__{dataset}.jsonl").read_text().splitlines()
+            assert len(lines) == n
+    assert (out / "accuracy.png").stat().st_size > 0
+    assert "| base-cot |" in (out / "results.md").read_text()
+
+
+@pytest.fixture()
+def no_model_loading(monkeypatch):
+    """Fail the test if the recipe reaches model loading."""
+    recipe = load_recipe("eval_mcqa")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(recipe, "load_policy", refuse)
+    return recipe
+
+
+def test_eval_recipe_rejects_a_missing_model_before_loading_any(
+    tmp_path, tiny_model_dir, eval_data, no_model_loading
+):
+    models = f"base={tiny_model_dir}:cot,ppo={tmp_path / 'runs' / 'ppo'}"
+    with pytest.raises(MissingModelError, match="'ppo'"):
+        no_model_loading.main(
+            ["--models", models, "--datasets", *eval_data, "--output_dir", str(tmp_path / "o")]
+        )
+
+
+def test_eval_recipe_can_skip_missing_models_when_asked(
+    tmp_path, tiny_model_dir, eval_data, no_model_loading
+):
+    models = f"base={tiny_model_dir}:cot,ppo={tmp_path / 'runs' / 'ppo'}"
+    argv = ["--models", models, "--datasets", *eval_data, "--output_dir", str(tmp_path / "o")]
+    no_model_loading.main([*argv, "--skip_missing_models", "true", "--dry_run", "true"])
+
+
+def test_eval_recipe_rejects_a_dataset_with_no_rows_after_filtering(
+    tmp_path, tiny_model_dir, no_model_loading
+):
+    mmlu = write_mmlu_pro(tmp_path / "mmlu", ["law", "law"])
+    argv = ["--models", f"base={tiny_model_dir}:cot", "--datasets", f"h={mmlu}@test@category=health"]
+    with pytest.raises(ValueError, match="no rows with category 'health'"):
+        no_model_loading.main([*argv, "--output_dir", str(tmp_path / "o")])
+
+
+def test_eval_recipe_keeps_existing_results_unless_told_to_overwrite(
+    tmp_path, tiny_model_dir, eval_data, no_model_loading
+):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    argv = ["--models", f"base={tiny_model_dir}:cot", "--datasets", *eval_data, "--output_dir", str(out)]
+    with pytest.raises(ValueError, match="overwrite_output_dir"):
+        no_model_loading.main(argv)
+    no_model_loading.main([*argv, "--overwrite_output_dir", "true", "--dry_run", "true"])
+
+
+def test_unimportable_vllm_falls_back_to_transformers_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(evaluation, "vllm_available", lambda: False)
+    recipe = load_recipe("eval_mcqa")
+    monkeypatch.setattr(recipe, "vllm_available", lambda: False)
+    loaded = []
+    monkeypatch.setattr(recipe, "load_policy", lambda *a, **k: loaded.append(a) or torch.nn.Linear(1, 1))
+    args = evaluation.MCQAEvalArguments(models=["m=x"], backend="vllm")
+    spec = evaluation.ModelSpec(label="m", path="x", answer_mode="cot", prompt_template="r1")
+    with caplog.at_level("WARNING"):
+        recipe.open_generator(spec, None, args, type("State", (), {"device": "cpu", "num_processes": 1})())
+    assert loaded and "vllm is not importable" in caplog.text
+
+
+def test_summary_mean_length_counts_generated_tokens():
+    records = [{"letter": "A", "answer": "A", "format_ok": True, "completion_tokens": n} for n in (2, 4, 9)]
+    assert summarise(records, load_accuracy_metric())["mean_completion_tokens"] == pytest.approx(
+        np.mean([2, 4, 9])
+    )

@@ -1,0 +1,80 @@
+"""PPO as users launch it: `accelerate launch` with 2 processes (DDP, ZeRO-2, ZeRO-3 on gloo), and a
+run killed from outside then restarted with the same command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1")
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / "build" / "torch_extensions"))
+    return env
+
+
+def _recipe(model_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        str(REPO / "recipes/ppo_medqa.py"),
+        "--config", str(REPO / "recipes/configs/tiny/ppo.yaml"),
+        "--model_name_or_path", str(model_dir),
+        "--dataset_name", str(REPO / "data/demo/medqa"),
+        "--output_dir", str(out),
+        *extra,
+    ]  # fmt: skip
+
+
+def _updates(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("launch_config", ["cpu_ddp", "cpu_zero2", "cpu_zero3"])
+def test_two_process_ppo_trains_and_saves_a_full_policy(launch_config, tiny_model_dir, tmp_path):
+    out = tmp_path / launch_config
+    command = [str(BIN / "accelerate"), "launch", "--config_file", str(REPO / f"launch/{launch_config}.yaml")]
+    command += _recipe(tiny_model_dir, out, "--total_episodes", "32")
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    updates = _updates(out)
+    assert [u["episode"] for u in updates] == [16, 32]  # 8 rollouts per process x 2 processes per update
+    trained = AutoModelForCausalLM.from_pretrained(out)
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    trained_state, initial_state = trained.state_dict(), initial.state_dict()
+    assert trained_state.keys() == initial_state.keys()
+    assert all(trained_state[k].shape == initial_state[k].shape for k in initial_state)  # gathered, not shards
+    assert any(not torch.equal(trained_state[k], initial_state[k]) for k in initial_state)
+
+
+@pytest.mark.parametrize("kill_signal", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_restarted_with_the_same_command_finishes(kill_signal, tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    command = [str(BIN / "python")] + _recipe(tiny_model_dir, out, "--total_episodes", "48", "--save_steps", "1")
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint-000002").exists():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    process.send_signal(kill_signal)
+    process.wait(timeout=60)
+    assert not (out / "config.json").exists(), "the run finished before the kill; nothing was tested"
+
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming at update" in done.stderr
+    assert [u["update"] for u in _updates(out)] == [1, 2, 3, 4, 5, 6]
+    assert (out / "config.json").exists() and not list(out.glob("*.tmp"))
