@@ -1,0 +1,53 @@
+"""What `medrlvr_trl/ppo.py` relies on in TRL's PPO module. TRL 1.13 removed the PPO trainer, so the
+release is pinned; if any of these change, this file fails before a training run silently misbehaves."""
+
+from __future__ import annotations
+
+import inspect
+
+import trl
+from trl.experimental.ppo import PPOTrainer
+from trl.experimental.ppo import ppo_trainer as trl_ppo
+
+
+def _params(fn) -> list[str]:
+    return list(inspect.signature(fn).parameters)
+
+
+def test_trl_release_is_the_pinned_one():
+    assert trl.__version__ == "1.12.0"
+
+
+def test_helper_functions_keep_their_signatures():
+    assert _params(trl_ppo.batch_generation) == [
+        "model", "queries", "local_rollout_forward_batch_size", "pad_token_id", "generation_config"
+    ]  # fmt: skip
+    assert _params(trl_ppo.forward) == ["model", "query_responses", "pad_token_id"]
+    assert _params(trl_ppo.truncate_response) == ["stop_token_id", "pad_token_id", "responses"]
+    assert _params(trl_ppo.get_reward) == ["model", "query_responses", "pad_token_id", "context_length"]
+    assert _params(trl_ppo.masked_mean)[:2] == ["values", "mask"]
+    assert _params(trl_ppo.masked_whiten) == ["values", "mask", "shift_mean"]
+    assert trl_ppo.INVALID_LOGPROB == 1.0
+    assert callable(trl_ppo.empty_cache)
+
+
+def test_trainer_constructor_takes_what_we_pass():
+    for name in ("args", "processing_class", "model", "ref_model", "reward_model", "train_dataset",
+                 "value_model", "eval_dataset", "peft_config", "callbacks"):  # fmt: skip
+        assert name in _params(PPOTrainer.__init__), name
+
+
+def test_constructor_sizes_the_schedule_through_the_method_we_override():
+    names = PPOTrainer.__init__.__code__.co_names
+    assert "create_optimizer_and_scheduler" in names
+    assert "num_mini_batches" in names and "local_batch_size" in names
+
+
+def test_policy_and_value_wrapper_exposes_policy_and_value_model():
+    source = inspect.getsource(trl_ppo.PolicyAndValueWrapper)
+    assert "self.policy = policy" in source and "self.value_model = value_model" in source
+
+
+def test_sample_table_scores_through_the_module_level_get_reward():
+    # Our reward seam swaps `trl_ppo.get_reward`; it only works while TRL looks the name up globally.
+    assert "get_reward" in PPOTrainer.generate_completions.__code__.co_names
