@@ -244,7 +244,7 @@ def _train(init_dir: Path, corpus: str, spec: PretrainSpec, out: Path) -> list[t
         optimizer.zero_grad(set_to_none=True)
         value = loss.item()
         running = value if running is None else 0.95 * running + 0.05 * value
-        if step % 50 == 0 or step == spec.steps - 1:
+        if step % 25 == 0 or step == spec.steps - 1:
             losses.append((step, round(running, 4)))
             bar.set_postfix(loss=f"{running:.3f}")
     model.save_pretrained(out)

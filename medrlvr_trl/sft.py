@@ -130,3 +130,34 @@ def write_run_info(output_dir: str | Path, info: dict) -> Path:
     path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     logger.info("wrote %s", path)
     return path
+
+
+# --- learning-rate grid --------------------------------------------------------------------------
+
+
+def grid_run_name(learning_rate: float) -> str:
+    """Folder / label of one grid run, e.g. `lr_5e-06`."""
+    return f"lr_{learning_rate:g}"
+
+
+def pick_best(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The grid row with the highest dev accuracy; on a tie, the earliest row in grid order."""
+    if not rows:
+        raise ValueError("the learning-rate grid has no results to choose from")
+    return max(rows, key=lambda row: (row["accuracy"], -rows.index(row)))
+
+
+def grid_markdown(rows: list[dict[str, Any]], best: dict[str, Any], dev_label: str) -> str:
+    """One line per learning rate: dev accuracy (+- bootstrap std), format-valid rate, chosen run."""
+    lines = [
+        f"## SFT learning-rate grid (dev set: {dev_label})",
+        "",
+        "| learning rate | dev accuracy (%) | format-valid (%) | model | chosen |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['learning_rate']:g} | {100 * row['accuracy']:.1f} +- {100 * row['accuracy_std']:.1f} "
+            f"| {100 * row['format_valid_rate']:.1f} | {row['model']} | {'yes' if row is best else ''} |"
+        )
+    return "\n".join(lines) + "\n"

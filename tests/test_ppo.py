@@ -296,6 +296,12 @@ def test_unknown_yaml_key_names_the_file(tmp_path):
         ppo_medqa.main(["--config", str(config)])
 
 
+def test_paper_config_offline_fails_fast_and_names_the_tiny_config():
+    paper = ["--config", str(REPO / "recipes/configs/ppo_qwen2.5-3b.yaml"), "--bf16", "false"]
+    with pytest.raises(ValueError, match="recipes/configs/tiny/ppo.yaml"):
+        ppo_medqa.main(paper)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="bf16 is supported on this machine")
 def test_bf16_config_on_a_cpu_machine_says_how_to_proceed():
     with pytest.raises(ValueError, match="add `--bf16 false`"):

@@ -103,12 +103,15 @@ def test_prompt_tokens_are_masked_from_the_loss(tmp_path, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def trained_sft(tmp_path_factory, tiny_model_dir) -> Path:
-    """A few SFT steps on questions whose answer is always C: enough for the tiny model to say " C"."""
+    """SFT on questions whose answer is always C: 16 steps teach the tiny model to say " C" and stop.
+
+    The short "direct" template keeps sequences (and the test) short.
+    """
     root = tmp_path_factory.mktemp("sft")
     data = write_medqa(root / "data", 16, gold="C")
     out = root / "out"
-    argv = tiny_sft_args(tiny_model_dir, data, out, "--max_steps", "12", "--learning_rate", "3e-3")
-    load_recipe("sft_medqa").main([*argv, "--lr_scheduler_type", "constant"])
+    argv = tiny_sft_args(tiny_model_dir, data, out, "--max_steps", "16", "--learning_rate", "3e-3")
+    load_recipe("sft_medqa").main([*argv, "--lr_scheduler_type", "constant", "--prompt_template", "direct"])
     return out
 
 
@@ -117,7 +120,7 @@ def test_sft_run_saves_model_tokenizer_and_run_info(trained_sft):
         assert (trained_sft / name).is_file(), name
     info = json.loads((trained_sft / "run_info.json").read_text())
     assert info["sft_target"] == "letter"
-    assert (info["answer_mode"], info["eval_prompt_template"]) == ("direct", "r1")
+    assert (info["answer_mode"], info["eval_prompt_template"]) == ("direct", "direct")
     assert "sft_target: `letter`" in (trained_sft / "README.md").read_text()
 
 
@@ -125,11 +128,13 @@ def test_sft_model_is_evaluated_as_a_direct_answer_and_learned_the_answer(traine
     from medrlvr_trl.modeling import load_policy, load_tokenizer
 
     spec = resolve_model("sft", str(trained_sft), None, None)
-    assert (spec.answer_mode, spec.prompt_template) == ("direct", "r1")
+    assert (spec.answer_mode, spec.prompt_template) == ("direct", "direct")
     tokenizer = load_tokenizer(spec.path)
     model = load_policy(spec.path, None, tokenizer)
     options = ["drug w", "drug x", "drug y", "drug z"]
-    prompts = [build_prompt(f"Which drug treats condition {i}?", options, template="r1") for i in (100, 101)]
+    prompts = [
+        build_prompt(f"Which drug treats condition {i}?", options, template="direct") for i in (100, 101)
+    ]
     completions = generate_hf(model, tokenizer, prompts, GenerationSettings(max_new_tokens=3))
     verdicts = [score_completion(c.text, "C", 4, spec.answer_mode) for c in completions]
     assert all(v.correct for v in verdicts), [c.text for c in completions]
