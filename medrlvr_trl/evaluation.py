@@ -175,7 +175,9 @@ def check_model_source(label: str, path: str) -> None:
                 "tokenizer with the model (the SFT and PPO recipes do) or copy it from the base model"
             )
         return
-    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or folder.exists()
+    if folder.exists():
+        raise ValueError(f"model {label!r}: {path} is a file; pass the folder the model was saved to")
+    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1
     if looks_local:
         raise MissingModelError(f"model {label!r}: folder {path!r} does not exist (relative to {Path.cwd()})")
     if _offline():

@@ -12,8 +12,6 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-RANDOM_LABEL = "random"
-
 
 def plot_accuracy_bars(
     results: Mapping[str, Mapping[str, Mapping[str, float]]],
@@ -22,11 +20,13 @@ def plot_accuracy_bars(
     dataset_order: Sequence[str] | None = None,
     model_order: Sequence[str] | None = None,
     title: str = "Accuracy (error bars: bootstrap std)",
+    baseline_label: str = "random",
 ) -> Path:
     """Draw `results[model][dataset] = {"accuracy": a, "accuracy_std": s}` (fractions) as percent bars.
 
     Models are bars within each dataset group (in `model_order`, else insertion order); a missing
-    (model, dataset) pair leaves a gap. Returns the written path (format from its suffix).
+    (model, dataset) pair leaves a gap; `baseline_label` (the random-guess bar) is drawn in grey.
+    Returns the written path (format from its suffix).
     """
     import matplotlib
 
@@ -46,14 +46,14 @@ def plot_accuracy_bars(
     for index, model in enumerate(models):
         means = [100 * results[model].get(d, {}).get("accuracy", np.nan) for d in datasets]
         stds = [100 * results[model].get(d, {}).get("accuracy_std", 0.0) for d in datasets]
-        color = "0.7" if model == RANDOM_LABEL else cmap(index % 10)
+        color = "0.7" if model == baseline_label else cmap(index % 10)
         offsets = centers - 0.4 + width * (index + 0.5)
         bars = ax.bar(offsets, means, width, yerr=stds, capsize=3, label=model, color=color)
-        for bar, mean in zip(bars, means, strict=True):
-            if not np.isnan(mean):
+        for bar, mean, std in zip(bars, means, stds, strict=True):
+            if not np.isnan(mean):  # label above the error bar, so the two never overlap
                 ax.annotate(
                     f"{mean:.1f}",
-                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    (bar.get_x() + bar.get_width() / 2, mean + std),
                     ha="center",
                     va="bottom",
                     fontsize=7,

@@ -42,6 +42,13 @@ from trl.trainer.utils import selective_log_softmax
 
 from medrlvr_trl import runlog
 from medrlvr_trl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from medrlvr_trl.dynamics import CompletionFeatures, StageThresholds, completion_features, summarise
+from medrlvr_trl.reward_terms import (
+    DEFAULT_REWARDS,
+    REWARD_TERMS,
+    RewardMix,
+    warn_if_penalties_outweigh_format,
+)
 from medrlvr_trl.rewards import RewardValues, Verdict
 from medrlvr_trl.verifier_reward import GoldTable, VerifierRewardModel
 
@@ -72,18 +79,63 @@ class MedRLVRPPOConfig(PPOConfig):
     format_error_reward: float = field(default=-1.0, metadata={"help": "Reward for a malformed response."})
     wrong_reward: float = field(default=0.0, metadata={"help": "Reward for a well-formed wrong answer."})
     correct_reward: float = field(default=1.0, metadata={"help": "Reward for the gold letter."})
-    max_prompt_length: int = field(default=1024, metadata={"help": "Longer prompts are an error, not truncated."})
+    max_prompt_length: int = field(
+        default=1024, metadata={"help": "Longer prompts are an error, not truncated."}
+    )
     log_completions_steps: int = field(
         default=1, metadata={"help": f"Append rollouts to {COMPLETIONS_FILE} every N updates (0: never)."}
     )
     resume: bool = field(
         default=True,
-        metadata={"help": "Continue from the newest checkpoint in output_dir; if False, refuse a used output_dir."},
+        metadata={
+            "help": "Continue from the newest checkpoint in output_dir; if False, refuse a used output_dir."
+        },
     )
     stop_token: str | None = field(default="eos", metadata={"help": "Stop generation at eos (TRL option)."})
+    rewards: list[str] = field(
+        default_factory=lambda: list(DEFAULT_REWARDS),
+        metadata={"help": f"Reward terms PPO sums (docs/dynamics.md); known: {', '.join(REWARD_TERMS)}."},
+    )
+    reward_weights: list[float] = field(
+        default_factory=list, metadata={"help": "One weight per term in `rewards`; empty: all 1.0."}
+    )
+    dynamics_short_think_words: int = field(
+        default=StageThresholds.short_think_words,
+        metadata={"help": "Think shorter than this is shrunk (stages 4-5, think_length penalty)."},
+    )
+    dynamics_verbose_think_words: int = field(
+        default=StageThresholds.verbose_think_words,
+        metadata={"help": "Think this long is verbose (stage 2)."},
+    )
+    dynamics_prefix_words: int = field(
+        default=StageThresholds.prefix_reasoning_words,
+        metadata={"help": "Text before <think> this long is the step-by-step exploit (stage 5)."},
+    )
+    dynamics_enumeration_options: int = field(
+        default=StageThresholds.enumeration_min_options,
+        metadata={"help": "Options a think must address to count as option-by-option."},
+    )
+
+    def __post_init__(self) -> None:
+        # Unknown reward terms, a wrong number of weights or bad thresholds fail here, before any model loads.
+        warn_if_penalties_outweigh_format(self.reward_mix(), self.reward_values())
+        super().__post_init__()
 
     def reward_values(self) -> RewardValues:
-        return RewardValues(format_error=self.format_error_reward, wrong=self.wrong_reward, correct=self.correct_reward)
+        return RewardValues(
+            format_error=self.format_error_reward, wrong=self.wrong_reward, correct=self.correct_reward
+        )
+
+    def stage_thresholds(self) -> StageThresholds:
+        return StageThresholds(
+            short_think_words=self.dynamics_short_think_words,
+            verbose_think_words=self.dynamics_verbose_think_words,
+            prefix_reasoning_words=self.dynamics_prefix_words,
+            enumeration_min_options=self.dynamics_enumeration_options,
+        )
+
+    def reward_mix(self) -> RewardMix:
+        return RewardMix(self.rewards, self.reward_weights, thresholds=self.stage_thresholds())
 
 
 @dataclass(frozen=True)
@@ -114,7 +166,9 @@ def plan_batches(args: MedRLVRPPOConfig, world_size: int, train_size: int) -> Ba
             f"training set has only {train_size}; lower per_device_train_batch_size, gradient_accumulation_steps or "
             "num_mini_batches"
         )
-    episodes = args.total_episodes if args.total_episodes is not None else int(args.num_train_epochs * train_size)
+    episodes = (
+        args.total_episodes if args.total_episodes is not None else int(args.num_train_epochs * train_size)
+    )
     return BatchPlan(
         world_size=world_size,
         rollouts_per_device=per_device,
@@ -156,6 +210,8 @@ class Rollouts:
     hit_length_limit: torch.Tensor  # (B,) no stop token within response_length
     texts: list[str] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
+    features: list[CompletionFeatures] = field(default_factory=list)  # stage and hacking features
+    term_values: dict[str, torch.Tensor] = field(default_factory=dict)  # (B,) per reward term, unweighted
     scores: torch.Tensor | None = None  # (B,)
 
 
@@ -178,7 +234,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
     ) -> None:
         if processing_class.pad_token_id == processing_class.eos_token_id:
             raise ValueError("pad and eos tokens must differ (response length is read at the first pad)")
-        reward = VerifierRewardModel(processing_class, gold, mode=args.verifier_mode, values=args.reward_values())
+        reward = VerifierRewardModel(
+            processing_class, gold, mode=args.verifier_mode, values=args.reward_values()
+        )
         # TRL's __init__ sizes rollouts as micro-batch x accumulation; with one mini-batch that is
         # exactly our mini-batch, and `create_optimizer_and_scheduler` below sizes the schedule with
         # our own plan. The real value is restored right after.
@@ -207,6 +265,8 @@ class MedRLVRPPOTrainer(PPOTrainer):
         args.total_episodes = plan.total_episodes
         args.num_total_batches = plan.num_updates
         self.gold = gold
+        self.reward_mix = args.reward_mix()
+        self.stage_thresholds = args.stage_thresholds()
         self.progress = TrainingProgress()
         self.accelerator.register_for_checkpointing(self.lr_scheduler, self.progress)
         # The policy must never emit the pad token: response length is read at the first pad.
@@ -291,7 +351,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
             hit_length_limit=~has_stop,
         )
 
-    def _reference_logprobs(self, query_responses: torch.Tensor, responses: torch.Tensor, context: int) -> torch.Tensor:
+    def _reference_logprobs(
+        self, query_responses: torch.Tensor, responses: torch.Tensor, context: int
+    ) -> torch.Tensor:
         pad = self.processing_class.pad_token_id
         if self.ref_model is None:  # LoRA: the reference is the policy with its adapter disabled
             with self.null_ref_context():
@@ -305,7 +367,18 @@ class MedRLVRPPOTrainer(PPOTrainer):
     def _score(self, rollouts: Rollouts) -> None:
         reward_model: VerifierRewardModel = getattr(self.reward_model, "module", self.reward_model)
         rollouts.texts, rollouts.verdicts = reward_model.judge(rollouts.queries, rollouts.responses)
-        scores = torch.tensor([v.reward for v in rollouts.verdicts], device=rollouts.queries.device)
+        golds = [self.gold.lookup(query) for query in rollouts.queries]
+        mix, device = self.reward_mix, rollouts.queries.device
+        judged = list(zip(rollouts.texts, golds, rollouts.verdicts, strict=True))
+        values = [mix.term_values(text, gold, verdict) for text, gold, verdict in judged]
+        rollouts.term_values = {
+            name: torch.tensor([v[name] for v in values], device=device) for name in mix.names
+        }
+        rollouts.features = [
+            completion_features(text, verdict, options=gold.options, thresholds=self.stage_thresholds)
+            for text, gold, verdict in judged
+        ]
+        scores = torch.tensor([mix.total(row) for row in values], dtype=torch.float32, device=device)
         if self.args.missing_eos_penalty is not None:
             scores = scores - self.args.missing_eos_penalty * rollouts.hit_length_limit.float()
         rollouts.scores = scores
@@ -321,7 +394,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
         rewards[rows, rollouts.last_index.clamp(min=0)] += rollouts.scores
         valid = ~rollouts.padding_mask
         if args.whiten_rewards:
-            rewards = trl_ppo.masked_whiten(rewards, valid, shift_mean=False).masked_fill(rollouts.padding_mask, 0)
+            rewards = trl_ppo.masked_whiten(rewards, valid, shift_mean=False).masked_fill(
+                rollouts.padding_mask, 0
+            )
 
         advantages = torch.zeros_like(rewards)
         running = torch.zeros_like(rewards[:, 0])
@@ -337,7 +412,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
         return advantages, returns, kl
 
     # ---------------------------------------------------------------- update
-    def _update(self, rollouts: Rollouts, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
+    def _update(
+        self, rollouts: Rollouts, advantages: torch.Tensor, returns: torch.Tensor
+    ) -> dict[str, float]:
         args, model, accelerator = self.args, self.model, self.accelerator
         pad, context = self.processing_class.pad_token_id, rollouts.queries.shape[1]
         micro, mini = args.per_device_train_batch_size, self.plan.mini_batch_per_device
@@ -348,7 +425,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
                 for micro_start in range(mini_start, mini_start + mini, micro):
                     idx = order[micro_start : micro_start + micro]
                     with accelerator.accumulate(model):
-                        step_stats = self._micro_step(rollouts, idx, advantages[idx], returns[idx], pad, context)
+                        step_stats = self._micro_step(
+                            rollouts, idx, advantages[idx], returns[idx], pad, context
+                        )
                     for key, value in step_stats.items():
                         stats.setdefault(key, []).append(value)
         return {key: torch.stack(values).mean() for key, values in stats.items()}
@@ -368,10 +447,14 @@ class MedRLVRPPOTrainer(PPOTrainer):
         old_logprobs, old_values = rollouts.logprobs[idx], rollouts.values[idx]
         output, value_logits = trl_ppo.forward(self.model, rollouts.query_responses[idx], pad)
         logits = output.logits[:, context - 1 : -1] / (args.temperature + 1e-7)
-        new_logprobs = selective_log_softmax(logits, rollouts.responses[idx]).masked_fill(mask, _MASKED_LOGPROB)
+        new_logprobs = selective_log_softmax(logits, rollouts.responses[idx]).masked_fill(
+            mask, _MASKED_LOGPROB
+        )
         new_values = value_logits[:, context - 1 : -1].squeeze(-1).masked_fill(mask, 0.0)
 
-        clipped_values = old_values + (new_values - old_values).clamp(-args.cliprange_value, args.cliprange_value)
+        clipped_values = old_values + (new_values - old_values).clamp(
+            -args.cliprange_value, args.cliprange_value
+        )
         value_losses = torch.maximum((new_values - returns) ** 2, (clipped_values - returns) ** 2)
         value_loss = 0.5 * trl_ppo.masked_mean(value_losses, valid)
 
@@ -391,7 +474,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
                 "loss/policy_avg": policy_loss.detach(),
                 "loss/value_avg": value_loss.detach(),
                 "policy/approxkl_avg": 0.5 * trl_ppo.masked_mean(log_ratio**2, valid),
-                "policy/clipfrac_avg": trl_ppo.masked_mean((clipped_losses > unclipped_losses).float(), valid),
+                "policy/clipfrac_avg": trl_ppo.masked_mean(
+                    (clipped_losses > unclipped_losses).float(), valid
+                ),
                 "policy/entropy_avg": trl_ppo.masked_mean(token_entropy, valid),
                 "val/clipfrac_avg": trl_ppo.masked_mean(
                     ((clipped_values - returns) ** 2 > (new_values - returns) ** 2).float(), valid
@@ -412,7 +497,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         if self.is_deepspeed_enabled:  # names TRL/transformers helpers expect
             self.deepspeed = self.model_wrapped = self.model
-        logger.info("PPO: %d updates of %d rollouts\n%s", plan.num_updates, plan.rollouts_per_update, plan.describe())
+        logger.info(
+            "PPO: %d updates of %d rollouts\n%s", plan.num_updates, plan.rollouts_per_update, plan.describe()
+        )
         self.model.train()
         start = time.perf_counter()
 
@@ -446,7 +533,11 @@ class MedRLVRPPOTrainer(PPOTrainer):
 
     def _resume_if_possible(self) -> None:
         args = self.args
-        path = Path(args.resume_from_checkpoint) if args.resume_from_checkpoint else latest_checkpoint(args.output_dir)
+        path = (
+            Path(args.resume_from_checkpoint)
+            if args.resume_from_checkpoint
+            else latest_checkpoint(args.output_dir)
+        )
         if path is None:
             return
         if not args.resume:
@@ -460,7 +551,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
                 runlog.truncate_after(Path(args.output_dir) / name, self.progress.update)
         logger.info("resuming at update %d of %d", self.progress.update, self.plan.num_updates)
 
-    def _metrics(self, rollouts: Rollouts, kl: torch.Tensor, update_stats: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def _metrics(
+        self, rollouts: Rollouts, kl: torch.Tensor, update_stats: dict[str, torch.Tensor]
+    ) -> dict[str, Any]:
         """TRL's PPO metrics plus the verifier's, averaged over all processes."""
         args, gather = self.args, self.accelerator.gather_for_metrics
         verdicts = rollouts.verdicts
@@ -476,9 +569,11 @@ class MedRLVRPPOTrainer(PPOTrainer):
             "verifier/accuracy": torch.tensor([v.correct for v in verdicts], device=device).float().mean(),
             "verifier/response_length": response_tokens.mean(),
             "verifier/hit_length_limit": rollouts.hit_length_limit.float().mean(),
+            **{f"reward/{name}": values.float().mean() for name, values in rollouts.term_values.items()},
             **update_stats,
         }
         metrics = {key: gather(value.float().reshape(1)).mean().item() for key, value in local.items()}
+        metrics.update(summarise(gather_object(rollouts.features)))  # stage shares, leak and prefix rates
         metrics["objective/rlhf_reward"] = metrics["objective/scores"] + metrics["objective/non_score_reward"]
         metrics["lr"] = self.lr_scheduler.get_last_lr()[0]
         metrics["episode"] = self.progress.episode
@@ -494,11 +589,13 @@ class MedRLVRPPOTrainer(PPOTrainer):
             ids = [self.gold.lookup(q).id for q in rollouts.queries]
             golds = [self.gold.lookup(q).answer for q in rollouts.queries]
             local = [
-                {"update": update, "id": i, "gold": g, "completion": text, "response_tokens": int(n) + 1, **asdict(v)}
-                for i, g, text, n, v in zip(
-                    ids, golds, rollouts.texts, rollouts.last_index.tolist(), rollouts.verdicts, strict=True
+                {"update": update, "id": i, "gold": g, "completion": text, "response_tokens": int(n) + 1,
+                 **asdict(v), "score": score, **features.as_row()}
+                for i, g, text, n, v, score, features in zip(
+                    ids, golds, rollouts.texts, rollouts.last_index.tolist(), rollouts.verdicts,
+                    rollouts.scores.tolist(), rollouts.features, strict=True,
                 )
-            ]
+            ]  # fmt: skip
             rows = gather_object(local)
         if self.accelerator.is_main_process:
             runlog.append_rows(out / METRICS_FILE, [metrics])
@@ -506,7 +603,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
                 runlog.append_rows(out / COMPLETIONS_FILE, rows)
 
     # ----------------------------------------------------------- final save
-    def save_final_model(self, output_dir: str | None = None, *, model_card: dict[str, Any] | None = None) -> Path:
+    def save_final_model(
+        self, output_dir: str | None = None, *, model_card: dict[str, Any] | None = None
+    ) -> Path:
         """Save the trained policy unwrapped (DDP, ZeRO-2/3, LoRA merged) with tokenizer and model card.
 
         Files are written to a staging folder and moved into `output_dir` one by one, config last, so
@@ -577,7 +676,12 @@ def _verifier_reward_seam():
 
 
 def _model_card_text(info: dict[str, Any]) -> str:
-    lines = ["# Med-RLVR PPO policy", "", "Trained with medrlvr-trl: PPO whose reward is a rule-based verifier.", ""]
+    lines = [
+        "# Med-RLVR PPO policy",
+        "",
+        "Trained with medrlvr-trl: PPO whose reward is a rule-based verifier.",
+        "",
+    ]
     lines += [f"- **{key}**: {value}" for key, value in info.items() if not isinstance(value, dict)]
     for key, value in info.items():
         if isinstance(value, dict):

@@ -116,7 +116,9 @@ def pretrain_base(build_dir: str | Path, spec: PretrainSpec = PretrainSpec()) ->
         if stored.get("fingerprint") == fingerprint:
             return PretrainResult(target, rebuilt=False, final_loss=stored["final_loss"], seconds=0.0)
         if target.exists() and any(target.iterdir()) and not (target / FINGERPRINT_FILE).is_file():
-            raise ValueError(f"{target} exists and is not a pretrain output (no {FINGERPRINT_FILE}); remove it")
+            raise ValueError(
+                f"{target} exists and is not a pretrain output (no {FINGERPRINT_FILE}); remove it"
+            )
         staging = Path(tempfile.mkdtemp(prefix=f".{BASE_DIR}-building-", dir=root))
         staging.chmod(0o755)
         try:
@@ -142,7 +144,9 @@ def pretrain_base(build_dir: str | Path, spec: PretrainSpec = PretrainSpec()) ->
 def _read_corpus(path: str) -> str:
     file = Path(path).expanduser()
     if not file.is_file():
-        raise ValueError(f"PretrainSpec.corpus: {file} is not a file; pass the demo corpus (data/demo/corpus.txt)")
+        raise ValueError(
+            f"PretrainSpec.corpus: {file} is not a file; pass the demo corpus (data/demo/corpus.txt)"
+        )
     text = file.read_text(encoding="utf-8")
     if not text.strip():
         raise ValueError(f"PretrainSpec.corpus: {file} is empty; nothing to pretrain on")
@@ -156,7 +160,10 @@ def _fingerprint(spec: PretrainSpec, corpus: str) -> str:
     spec_fields["tiny"].pop("extra_corpora")
     tiny_source = Path(__file__).with_name("tiny.py").read_bytes()
     payload = {
-        "builders": [hashlib.sha256(Path(__file__).read_bytes()).hexdigest(), hashlib.sha256(tiny_source).hexdigest()],
+        "builders": [
+            hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+            hashlib.sha256(tiny_source).hexdigest(),
+        ],
         "spec": spec_fields,
         "extra_corpora": [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in spec.tiny.extra_corpora],
         "corpus": hashlib.sha256(corpus.encode("utf-8")).hexdigest(),
@@ -258,9 +265,13 @@ def main(argv: Sequence[str] | None = None) -> PretrainResult:
         prog="python -m medrlvr_trl.pretrain", description="Pretrain the offline demo's tiny base model."
     )
     parser.add_argument("--out", default="build/demo", help="Build folder (default: build/demo).")
-    parser.add_argument("--corpus", default=DEFAULT_CORPUS, help=f"Pretraining text (default: {DEFAULT_CORPUS}).")
+    parser.add_argument(
+        "--corpus", default=DEFAULT_CORPUS, help=f"Pretraining text (default: {DEFAULT_CORPUS})."
+    )
     parser.add_argument("--steps", type=int, default=PretrainSpec.steps, help="Optimizer steps.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed for the initial weights and the data order.")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Seed for the initial weights and the data order."
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = PretrainSpec(

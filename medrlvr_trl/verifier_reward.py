@@ -28,6 +28,7 @@ class Gold:
     answer: str
     num_options: int
     id: str
+    options: tuple[str, ...] = ()  # option texts in letter order (leak detection reads them)
 
 
 class GoldTable:
@@ -87,7 +88,8 @@ def tokenize_prompts(
             raise ValueError(
                 f"row {row['id']!r}: the prompt text contains the pad token; remove it from the row"
             )
-        gold.add(ids, Gold(answer=row["answer"], num_options=len(row["options"]), id=row["id"]))
+        options = tuple(row["options"])
+        gold.add(ids, Gold(answer=row["answer"], num_options=len(options), id=row["id"], options=options))
         rows.append(ids)
     logger.info(
         "tokenised %d prompts (%d distinct), longest %d tokens", len(rows), len(gold), max(map(len, rows))

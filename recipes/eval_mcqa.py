@@ -216,7 +216,13 @@ def write_outputs(
     (out / "results.json").write_text(report.to_json(), encoding="utf-8")
     (out / "results.md").write_text(results_markdown(results, dataset_labels), encoding="utf-8")
     model_order = [RANDOM_LABEL] + [m.label for m in plan.models]
-    plot_accuracy_bars(results, out / "accuracy.png", dataset_order=dataset_labels, model_order=model_order)
+    plot_accuracy_bars(
+        results,
+        out / "accuracy.png",
+        dataset_order=dataset_labels,
+        model_order=model_order,
+        baseline_label=RANDOM_LABEL,
+    )
     logger.info("results:\n%s", json.dumps(results, indent=1))
     logger.info("wrote %s, %s and %s", out / "results.json", out / "results.md", out / "accuracy.png")
 

@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             "base_model": model_args.model_name_or_path,
             "dataset": f"{script_args.dataset_name} ({script_args.dataset_train_split}, {len(rows)} rows)",
             "reward": f"verifier mode={ppo_args.verifier_mode} {asdict(ppo_args.reward_values())}",
+            "reward_terms": dict(zip(ppo_args.rewards, ppo_args.reward_mix().weights, strict=True)),
             "prompt_template": script_args.prompt_template,
             "hyperparameters": {
                 key: getattr(ppo_args, key)

@@ -385,3 +385,31 @@ def test_summary_mean_length_counts_generated_tokens():
     assert summarise(records, load_accuracy_metric())["mean_completion_tokens"] == pytest.approx(
         np.mean([2, 4, 9])
     )
+
+
+@pytest.mark.slow
+def test_two_process_evaluation_gives_the_single_process_predictions(tmp_path, tiny_model_dir, eval_data):
+    import os
+    import subprocess
+
+    argv = ["--models", f"base={tiny_model_dir}:cot", "--datasets", *eval_data, "--max_new_tokens", "6"]
+    load_recipe("eval_mcqa").main([*argv, "--output_dir", str(tmp_path / "one")])
+    accelerate = Path(sys.executable).parent / "accelerate"
+    command = [str(accelerate), "launch", "--config_file", str(REPO / "launch/cpu_ddp.yaml")]
+    command += [str(REPO / "recipes/eval_mcqa.py"), *argv, "--output_dir", str(tmp_path / "two")]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for dataset in ("medqa", "mmlu_health"):
+        name = f"predictions/base__{dataset}.jsonl"
+        assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text()
+
+
+@pytest.mark.parametrize("config", ["recipes/configs/eval.yaml", "recipes/configs/tiny/eval.yaml"])
+def test_eval_config_files_parse_into_models_and_datasets(config):
+    from medrlvr_trl.configs import parse_config
+
+    (args,) = parse_config([evaluation.MCQAEvalArguments], ["--config", str(REPO / config)])
+    labels = [label for label, *_ in parse_model_specs(args.models)]
+    assert {"sft", "ppo", "base-direct", "base-cot"} <= set(labels)
+    assert [d.label for d in parse_dataset_specs(args.datasets)] == ["medqa", "mmlu_pro_health"]

@@ -178,3 +178,111 @@ def test_sft_config_files_parse(tmp_path):
         )
         assert training.sft_target == "letter"
         assert script.prompt_template == "r1"
+
+
+# --- the learning-rate grid ----------------------------------------------------------------------
+
+
+def test_grid_picks_the_best_dev_accuracy_and_the_earliest_on_a_tie():
+    from medrlvr_trl.sft import pick_best
+
+    rows = [{"learning_rate": lr, "accuracy": acc} for lr, acc in ((1e-5, 0.4), (5e-6, 0.5), (1e-6, 0.5))]
+    assert pick_best(rows)["learning_rate"] == 5e-6
+
+
+def test_grid_table_lists_every_learning_rate_and_marks_the_winner():
+    from medrlvr_trl.sft import grid_markdown
+
+    rows = [
+        {
+            "learning_rate": lr,
+            "accuracy": acc,
+            "accuracy_std": 0.014,
+            "format_valid_rate": 1.0,
+            "model": f"m{lr:g}",
+        }
+        for lr, acc in ((1e-5, 0.42), (5e-6, 0.5))
+    ]
+    table = grid_markdown(rows, rows[1], "medqa_dev")
+    assert "| 1e-05 | 42.0 +- 1.4 | 100.0 | m1e-05 |  |" in table
+    assert "| 5e-06 | 50.0 +- 1.4 | 100.0 | m5e-06 | yes |" in table
+
+
+@pytest.mark.slow
+def test_grid_trains_each_rate_scores_them_on_dev_and_links_the_best(tmp_path, tiny_model_dir):
+    data = write_medqa(tmp_path / "data", 8)
+    (data / "dev.jsonl").write_text((data / "train.jsonl").read_text())
+    grid_dir = tmp_path / "grid"
+    sft_args = (
+        f"--model_name_or_path {tiny_model_dir} --dataset_name {data} --max_steps 2 --prompt_template direct"
+    )
+    argv = ["--sft_config", str(REPO / "recipes/configs/tiny/sft.yaml"), "--dev_dataset", f"dev={data}@dev"]
+    argv += ["--learning_rates", "1e-3", "1e-4", "--grid_dir", str(grid_dir), "--launcher", "python"]
+    argv += ["--sft_args", sft_args]
+    argv += ["--eval_args", "--direct_max_new_tokens 2 --dtype float32"]
+    load_recipe("sft_grid").main(argv)
+    summary = json.loads((grid_dir / "grid.json").read_text())
+    assert [row["learning_rate"] for row in summary["runs"]] == [1e-3, 1e-4]
+    assert (grid_dir / "best").resolve() == Path(summary["best"]["model"]).resolve()
+    assert "| 0.0001 |" in (grid_dir / "grid.md").read_text()
+
+
+# --- as users launch it --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_interrupted_sft_run_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    common = (
+        "--prompt_template",
+        "direct",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--logging_steps",
+        "1",
+    )
+    first = tiny_sft_args(tiny_model_dir, write_medqa(tmp_path / "a", 16, gold="C"), out, *common)
+    load_recipe("sft_medqa").main([*first, "--max_steps", "2"])
+    first_losses = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+
+    # Resume on different data: steps 1-2 must come from the checkpoint, not be trained again.
+    second = tiny_sft_args(tiny_model_dir, write_medqa(tmp_path / "b", 16, gold="A"), out, *common)
+    load_recipe("sft_medqa").main([*second, "--max_steps", "4", "--resume_from_checkpoint", "last"])
+    history = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
+    assert [row["step"] for row in history if "loss" in row] == [1, 2, 3, 4]
+    assert history[:2] == first_losses[:2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launch_config", ["cpu_ddp", "cpu_zero3"])
+def test_two_process_sft_saves_a_full_model_with_its_tokenizer(launch_config, tmp_path, tiny_model_dir):
+    import os
+    import subprocess
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / launch_config
+    accelerate = Path(sys.executable).parent / "accelerate"
+    command = [str(accelerate), "launch", "--config_file", str(REPO / f"launch/{launch_config}.yaml")]
+    command += [str(REPO / "recipes/sft_medqa.py"), "--config", str(REPO / "recipes/configs/tiny/sft.yaml")]
+    command += [
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--dataset_name",
+        str(write_medqa(tmp_path / "d", 16)),
+    ]
+    command += ["--output_dir", str(out), "--max_steps", "2", "--prompt_template", "direct"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / "build" / "torch_extensions"))
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    assert {k: v.shape for k, v in trained.items()} == {k: v.shape for k, v in initial.items()}
+    assert any(not torch.equal(trained[k], initial[k]) for k in initial)
+    assert json.loads((out / "run_info.json").read_text())["answer_mode"] == "direct"
+    assert (out / "tokenizer.json").is_file()

@@ -1,0 +1,134 @@
+"""Per-update logs of GRPO/RLOO runs in the PPO recipe's format, for the training-dynamics analysis.
+
+TRL's critic-free trainers keep their completions to themselves (a table for wandb, at most). The
+first reward function hands every scored generation batch to `RolloutLog` instead, which writes
+
+- `metrics.jsonl`: one row per update with the verifier's and the dynamics metrics (same keys as PPO);
+- `completions.jsonl`: every completion of every `log_completions_steps`-th update, in PPO's row
+  format (update, id, gold, completion, response_tokens, format_ok, letter, correct, reward, score,
+  the stage features), plus `hit_length_limit` and the unweighted `terms`;
+
+so `recipes/dynamics_report.py` reads a GRPO or RLOO run folder like a PPO one. One update is one
+generation batch: the completions sampled before a run of optimizer steps, like a PPO rollout.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from medrlvr_trl import runlog
+from medrlvr_trl.dynamics import CompletionFeatures, StageThresholds, completion_features, summarise
+from medrlvr_trl.trl_rewards import ScoredCompletion
+
+logger = logging.getLogger(__name__)
+
+# The PPO recipe's file names (medrlvr_trl.ppo), which the dynamics report reads.
+METRICS_FILE, COMPLETIONS_FILE = "metrics.jsonl", "completions.jsonl"
+
+
+class RolloutLog:
+    """The `on_batch` hook of `trl_rewards.reward_functions`: logs each generation batch as one update.
+
+    Every process scores its share of a batch; the rows are gathered so that the main process writes
+    them once. The metrics also go to TRL's own logs (its `log_metric`), next to its loss and KL.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        *,
+        eos_token_id: int,
+        optimizer_steps_per_update: int,
+        thresholds: StageThresholds,
+        log_completions_steps: int = 1,
+    ) -> None:
+        if optimizer_steps_per_update < 1:
+            raise ValueError(f"optimizer_steps_per_update must be >= 1, got {optimizer_steps_per_update}")
+        self.output_dir = Path(output_dir)
+        self.eos_token_id = eos_token_id
+        self.steps_per_update = optimizer_steps_per_update
+        self.thresholds = thresholds
+        self.every = log_completions_steps
+
+    def update_at(self, global_step: int) -> int:
+        """The update (1-based generation batch) that starts at optimizer step `global_step`."""
+        return global_step // self.steps_per_update + 1
+
+    def drop_rows_after(self, global_step: int) -> None:
+        """Forget logged updates that a run resumed at `global_step` redoes (all of them for a fresh start)."""
+        if _is_main_process():
+            completed = global_step // self.steps_per_update
+            for name in (METRICS_FILE, COMPLETIONS_FILE):
+                runlog.truncate_after(self.output_dir / name, completed)
+
+    def __call__(self, scored: list[ScoredCompletion], trl_kwargs: dict[str, Any]) -> None:
+        from accelerate.utils import gather_object
+
+        missing = sorted({"trainer_state", "completion_ids"} - set(trl_kwargs))
+        if missing:
+            raise ValueError(f"RolloutLog needs the reward-function arguments {missing} that TRL trainers pass")
+        state, completion_ids = trl_kwargs["trainer_state"], trl_kwargs["completion_ids"]
+        update = self.update_at(state.global_step)
+        local = [self._row(update, item, ids) for item, ids in zip(scored, completion_ids, strict=True)]
+        gathered = gather_object(local)  # every process calls the reward functions at the same time
+        rows = [row for row, _ in gathered]
+        metrics = batch_metrics(rows, [features for _, features in gathered])
+        log_metric = trl_kwargs.get("log_metric")
+        if log_metric is not None:
+            for name, value in metrics.items():
+                log_metric(name, value)
+        if _is_main_process():
+            summary = {**metrics, "update": update, "episode": update * len(rows), "step": state.global_step}
+            runlog.append_rows(self.output_dir / METRICS_FILE, [summary])
+            if self.every > 0 and update % self.every == 0:
+                runlog.append_rows(self.output_dir / COMPLETIONS_FILE, rows)
+
+    def _row(
+        self, update: int, item: ScoredCompletion, ids: Sequence[int]
+    ) -> tuple[dict[str, Any], CompletionFeatures]:
+        features = completion_features(
+            item.completion, item.verdict, options=item.gold.options, thresholds=self.thresholds
+        )
+        row = {
+            "update": update,
+            "id": item.gold.id,
+            "gold": item.gold.answer,
+            "completion": item.completion,
+            "response_tokens": len(ids),  # includes the eos token, as PPO counts
+            **asdict(item.verdict),
+            "score": item.score,
+            **features.as_row(),
+            "hit_length_limit": bool(ids) and ids[-1] != self.eos_token_id,
+            "terms": item.terms,
+        }
+        return row, features
+
+
+def batch_metrics(rows: Sequence[dict[str, Any]], features: Sequence[CompletionFeatures]) -> dict[str, float]:
+    """The PPO recipe's verifier, reward-term and dynamics metrics for one batch of logged rows."""
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values) if values else 0.0
+
+    metrics = {
+        "verifier/reward": mean([row["reward"] for row in rows]),
+        "verifier/format_ok": mean([float(row["format_ok"]) for row in rows]),
+        "verifier/accuracy": mean([float(row["correct"]) for row in rows]),
+        "verifier/response_length": mean([row["response_tokens"] for row in rows]),
+        "verifier/hit_length_limit": mean([float(row["hit_length_limit"]) for row in rows]),
+        "objective/scores": mean([row["score"] for row in rows]),
+    }
+    for name in rows[0]["terms"] if rows else ():
+        metrics[f"reward/{name}"] = mean([row["terms"][name] for row in rows])
+    metrics.update(summarise(features))
+    return metrics
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
