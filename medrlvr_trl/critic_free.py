@@ -1,16 +1,19 @@
-"""GRPO and RLOO with the Med-RLVR verifier: what `recipes/grpo_medqa.py` and `recipes/rloo_medqa.py` share.
+"""GRPO and RLOO with the Med-RLVR verifier: the training path `recipes/grpo_medqa.py` and
+`recipes/rloo_medqa.py` share.
 
-Both recipes run TRL's own trainers unchanged (`GRPOTrainer`, `RLOOTrainer`); everything specific
-to Med-RLVR reaches them through public seams:
+Both recipes run TRL's own trainers (`GRPOTrainer`, `RLOOTrainer`) unchanged; everything specific to
+Med-RLVR reaches them through public seams:
 
-- data: a dataset whose `prompt` column is plain text (base model, no chat template) and whose gold
-  answer travels in the columns `trl_rewards` reads;
+- config: TRL's config plus `VerifierTrainingOptions` (the PPO config's reward, logging and resume
+  options, and `total_completions` for compute matched to PPO);
+- data: a `prompt` column of plain text (base model, no chat template) and the gold answer in the
+  columns `trl_rewards` reads (`prompt_dataset`);
 - reward: one TRL reward function per term of the reward registry (`trl_rewards.reward_functions`);
-- logs: the first reward function also writes `metrics.jsonl` and `completions.jsonl` in the PPO
-  recipe's row format (`RolloutLog`), so `recipes/dynamics_report.py` reads these runs too;
-- final save: the policy with `run_info.json` (`answer_mode: cot`), as the PPO recipe saves it.
+- logs: the first reward function hands each generation batch to `rollout_log.RolloutLog`, which
+  writes PPO-format `metrics.jsonl` / `completions.jsonl` for the dynamics report;
+- final save: the policy and `run_info.json` with `answer_mode: cot`, as the PPO recipe saves it.
 
-One "update" in the logs is one generation batch, the counterpart of one PPO rollout batch.
+    run_recipe("grpo", MedRLVRGRPOConfig, GRPOTrainer, argv)    # what recipes/grpo_medqa.py does
 """
 
 from __future__ import annotations
@@ -26,21 +29,31 @@ from typing import Any
 
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
+from trl import GRPOConfig, RLOOConfig
 
-from medrlvr_trl import runlog
-from medrlvr_trl.configs import MCQAScriptArguments
-from medrlvr_trl.dynamics import StageThresholds, completion_features, summarise
+from medrlvr_trl.dynamics import StageThresholds
 from medrlvr_trl.prompts import build_prompt
 from medrlvr_trl.reward_terms import DEFAULT_REWARDS, REWARD_TERMS, RewardMix, warn_if_penalties_outweigh_format
 from medrlvr_trl.rewards import RewardValues
-from medrlvr_trl.trl_rewards import ScoredCompletion
+from medrlvr_trl.rollout_log import COMPLETIONS_FILE
 from medrlvr_trl.verifier_reward import tokenize_prompts
 
 logger = logging.getLogger(__name__)
 
-# The same file names as the PPO recipe's logs (medrlvr_trl.ppo), which the dynamics report reads.
-METRICS_FILE, COMPLETIONS_FILE = "metrics.jsonl", "completions.jsonl"
-RUN_INFO_FILE = "run_info.json"
+RUN_INFO_FILE = "run_info.json"  # read by medrlvr_trl.evaluation: answer mode and prompt template
+MEDQA_TRAIN_ROWS = 10_178  # reference/med-rlvr.md, Data; used only by --dry_run, which loads nothing
+CARD_KEYS = (
+    "learning_rate",
+    "beta",
+    "epsilon",
+    "num_generations",
+    "num_iterations",
+    "temperature",
+    "max_completion_length",
+    "generation_batch_size",
+    "max_steps",
+    "seed",
+)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -48,10 +61,11 @@ RUN_INFO_FILE = "run_info.json"
 
 @dataclass
 class VerifierTrainingOptions:
-    """Med-RLVR options added to TRL's `GRPOConfig` / `RLOOConfig` (same names as in the PPO config).
+    """Med-RLVR options mixed into TRL's `GRPOConfig` / `RLOOConfig`, named as in the PPO config.
 
-    The reward terms are `rewards` here and their weights TRL's own `reward_weights`, which the
-    trainers apply to the reward functions; left empty, every term weighs 1.0.
+    The reward terms are `rewards`; their weights are TRL's own `reward_weights`, which the trainers
+    apply to the reward functions (left out: every term weighs 1.0). A mixin: it must come before a
+    TRL config class among the bases.
     """
 
     verifier_mode: str = field(default="paper", metadata={"help": "'paper' or 'strict' format check."})
@@ -62,14 +76,12 @@ class VerifierTrainingOptions:
         default_factory=lambda: list(DEFAULT_REWARDS),
         metadata={"help": f"Reward terms, one TRL reward function each; known: {', '.join(REWARD_TERMS)}."},
     )
-    max_prompt_length: int = field(
-        default=1024, metadata={"help": "Longer prompts are an error, not truncated."}
-    )
+    max_prompt_length: int = field(default=1024, metadata={"help": "Longer prompts are an error, not truncated."})
     total_completions: int | None = field(
         default=None,
         metadata={
-            "help": "Completions to generate over the run (PPO's total_episodes); sets max_steps so that "
-            "runs with different num_generations generate the same number. Rounded up to whole generation batches."
+            "help": "Completions to generate in the whole run (PPO's total_episodes); sets max_steps, rounded "
+            "up to whole generation batches, so runs with different num_generations generate the same number."
         },
     )
     log_completions_steps: int = field(
@@ -77,17 +89,14 @@ class VerifierTrainingOptions:
     )
     resume: bool = field(
         default=True,
-        metadata={
-            "help": "Continue from the newest checkpoint in output_dir; if False, refuse a used output_dir."
-        },
+        metadata={"help": "Continue from the newest checkpoint in output_dir; if False, refuse a used output_dir."},
     )
     dynamics_short_think_words: int = field(
         default=StageThresholds.short_think_words,
         metadata={"help": "Think shorter than this is shrunk (stages 4-5, think_length penalty)."},
     )
     dynamics_verbose_think_words: int = field(
-        default=StageThresholds.verbose_think_words,
-        metadata={"help": "Think this long is verbose (stage 2)."},
+        default=StageThresholds.verbose_think_words, metadata={"help": "Think this long is verbose (stage 2)."}
     )
     dynamics_prefix_words: int = field(
         default=StageThresholds.prefix_reasoning_words,
@@ -102,24 +111,25 @@ class VerifierTrainingOptions:
         # Unknown terms, a wrong number of weights or bad thresholds fail here, before any model loads.
         mix = self.reward_mix()
         warn_if_penalties_outweigh_format(mix, self.reward_values())
-        self.reward_weights = list(mix.weights)  # TRL's field: one weight per reward function
-        super().__post_init__()  # TRL derives generation_batch_size / steps_per_generation here
+        self.reward_weights = list(mix.weights)
+        super().__post_init__()  # TRL derives generation_batch_size and steps_per_generation here
         if (self.steps_per_generation * self.num_iterations) % self.gradient_accumulation_steps:
             raise ValueError(
                 f"steps_per_generation ({self.steps_per_generation}) x num_iterations ({self.num_iterations}) must "
-                f"be a multiple of gradient_accumulation_steps ({self.gradient_accumulation_steps}), so that each "
-                "generation batch covers whole optimizer steps and the logs can number updates"
+                f"be a multiple of gradient_accumulation_steps ({self.gradient_accumulation_steps}): each generation "
+                "batch must cover whole optimizer steps so that the logs can number updates"
             )
         if self.total_completions is not None:
             if self.max_steps > 0:
-                raise ValueError("set either total_completions or max_steps, not both")
+                raise ValueError("set total_completions or max_steps, not both")
             if self.total_completions < 1:
                 raise ValueError(f"total_completions must be positive, got {self.total_completions}")
-            generations = math.ceil(self.total_completions / self.generation_batch_size)
-            self.max_steps = generations * self.optimizer_steps_per_generation
+            updates = math.ceil(self.total_completions / self.generation_batch_size)
+            self.max_steps = updates * self.optimizer_steps_per_update
 
     @property
-    def optimizer_steps_per_generation(self) -> int:
+    def optimizer_steps_per_update(self) -> int:
+        """Optimizer steps taken on one generation batch."""
         return self.steps_per_generation * self.num_iterations // self.gradient_accumulation_steps
 
     def reward_values(self) -> RewardValues:
@@ -139,9 +149,19 @@ class VerifierTrainingOptions:
         return RewardMix(self.rewards, self.reward_weights or None, thresholds=self.stage_thresholds())
 
 
+@dataclass
+class MedRLVRGRPOConfig(VerifierTrainingOptions, GRPOConfig):
+    """TRL's `GRPOConfig` plus the verifier, logging and resume options."""
+
+
+@dataclass
+class MedRLVRRLOOConfig(VerifierTrainingOptions, RLOOConfig):
+    """TRL's `RLOOConfig` plus the verifier, logging and resume options."""
+
+
 @dataclass(frozen=True)
 class GenerationPlan:
-    """How many completions, optimizer steps and updates a run makes; printed by `--dry_run`."""
+    """How many completions, updates and optimizer steps a run makes; printed by `--dry_run`."""
 
     world_size: int
     num_generations: int
@@ -157,20 +177,20 @@ class GenerationPlan:
         return "\n".join(f"  {k}: {v}" for k, v in asdict(self).items())
 
 
-def plan_generations(args: Any, train_size: int) -> GenerationPlan:
-    """Batch arithmetic of a GRPO/RLOO run (`args` a config with `VerifierTrainingOptions`)."""
+def plan_generations(args: VerifierTrainingOptions, train_size: int) -> GenerationPlan:
+    """Batch arithmetic of a run, with a clear error when one generation batch needs more prompts than exist."""
     per_update = args.generation_batch_size
     prompts = per_update // args.num_generations
     if train_size < prompts:
         raise ValueError(
             f"one generation batch samples {prompts} prompts ({per_update} completions / num_generations "
-            f"{args.num_generations}) but the training set has only {train_size}; lower per_device_train_batch_size "
-            "or steps_per_generation, or raise num_generations"
+            f"{args.num_generations}) but the training set has only {train_size}; lower "
+            "per_device_train_batch_size or steps_per_generation, or raise num_generations"
         )
-    steps = args.optimizer_steps_per_generation
+    steps = args.optimizer_steps_per_update
     if args.max_steps > 0:
         updates = math.ceil(args.max_steps / steps)
-    else:  # TRL's epoch: every prompt once per generation, in whole generation batches
+    else:  # TRL's epoch: the whole generation batches that fit in the training set
         updates = math.ceil(args.num_train_epochs * (train_size // prompts))
     return GenerationPlan(
         world_size=args.world_size,
@@ -191,158 +211,57 @@ def plan_generations(args: Any, train_size: int) -> GenerationPlan:
 def prompt_dataset(
     rows: Dataset, tokenizer: PreTrainedTokenizerBase, *, template: str, max_prompt_length: int
 ) -> Dataset:
-    """The trainers' dataset: a plain-text `prompt` and the gold columns the reward functions read.
+    """The trainers' dataset: a plain-text `prompt` plus the gold columns (`trl_rewards.GOLD_COLUMNS`).
 
-    Prompts go through the PPO recipe's checks first (pad distinct from eos, no prompt longer than
-    `max_prompt_length`, no two rows with one prompt and different answers), so every method trains on
-    exactly the same data or fails on the same row.
+    The prompts first pass the PPO recipe's checks (pad distinct from eos, none longer than
+    `max_prompt_length`, no two rows with one prompt and different answers), so every method trains
+    on the same data or fails on the same row.
     """
     tokenize_prompts(rows, tokenizer, template=template, max_prompt_length=max_prompt_length)
+    options = rows["options"]
     return Dataset.from_dict(
         {
-            "prompt": [build_prompt(q, o, template=template) for q, o in zip(rows["question"], rows["options"])],
+            "prompt": [build_prompt(q, o, template=template) for q, o in zip(rows["question"], options, strict=True)],
             "id": rows["id"],
             "answer": rows["answer"],
-            "num_options": [len(options) for options in rows["options"]],
-            "options": rows["options"],
+            "num_options": [len(o) for o in options],
+            "options": options,
         }
     )
 
 
-# --------------------------------------------------------------------------- logs
-
-
-class RolloutLog:
-    """The `on_batch` hook of the first reward function: logs each generation batch like a PPO update.
-
-    Every process scores its share of the batch; the rows are gathered so that the main process writes
-    one `metrics.jsonl` row per update and the completions every `log_completions_steps` updates.
-    The verifier and dynamics metrics also go to TRL's own logs (`log_metric`), next to its loss and KL.
-    """
-
-    def __init__(
-        self,
-        output_dir: str | Path,
-        *,
-        eos_token_id: int,
-        optimizer_steps_per_update: int,
-        thresholds: StageThresholds,
-        log_completions_steps: int = 1,
-    ) -> None:
-        self.output_dir = Path(output_dir)
-        self.eos_token_id = eos_token_id
-        self.steps_per_update = optimizer_steps_per_update
-        self.thresholds = thresholds
-        self.every = log_completions_steps
-
-    def update_at(self, global_step: int) -> int:
-        """The update (1-based generation batch) that starts at optimizer step `global_step`."""
-        return global_step // self.steps_per_update + 1
-
-    def drop_rows_after(self, global_step: int) -> None:
-        """Forget logged updates a resumed run is about to redo (all of them when starting afresh)."""
-        if _is_main_process():
-            completed = global_step // self.steps_per_update
-            for name in (METRICS_FILE, COMPLETIONS_FILE):
-                runlog.truncate_after(self.output_dir / name, completed)
-
-    def __call__(self, scored: list[ScoredCompletion], kwargs: dict[str, Any]) -> None:
-        from accelerate.utils import gather_object
-
-        try:
-            state, completion_ids = kwargs["trainer_state"], kwargs["completion_ids"]
-        except KeyError as err:
-            raise ValueError(f"RolloutLog runs inside a TRL trainer, which passes {err}; it was missing") from None
-        update = self.update_at(state.global_step)
-        local = [self._row(update, item, ids) for item, ids in zip(scored, completion_ids, strict=True)]
-        gathered = gather_object(local)  # every process calls the reward functions together
-        rows = [row for row, _ in gathered]
-        metrics = self._metrics(gathered)
-        log_metric = kwargs.get("log_metric")
-        if log_metric is not None:
-            for name, value in metrics.items():
-                log_metric(name, value)
-        if _is_main_process():
-            summary = {**metrics, "update": update, "episode": update * len(rows), "step": state.global_step}
-            runlog.append_rows(self.output_dir / METRICS_FILE, [summary])
-            if self.every > 0 and update % self.every == 0:
-                runlog.append_rows(self.output_dir / COMPLETIONS_FILE, rows)
-
-    def _row(self, update: int, item: ScoredCompletion, ids: Sequence[int]) -> tuple[dict[str, Any], Any]:
-        features = completion_features(
-            item.completion, item.verdict, options=item.gold.options, thresholds=self.thresholds
-        )
-        row = {
-            "update": update,
-            "id": item.gold.id,
-            "gold": item.gold.answer,
-            "completion": item.completion,
-            "response_tokens": len(ids),
-            **asdict(item.verdict),
-            "score": item.score,
-            **features.as_row(),
-            "hit_length_limit": bool(ids) and ids[-1] != self.eos_token_id,
-            "terms": item.terms,
-        }
-        return row, features
-
-    @staticmethod
-    def _metrics(gathered: list[tuple[dict[str, Any], Any]]) -> dict[str, float]:
-        rows = [row for row, _ in gathered]
-
-        def mean(values: list[float]) -> float:
-            return sum(values) / len(values) if values else 0.0
-
-        metrics = {
-            "verifier/reward": mean([row["reward"] for row in rows]),
-            "verifier/format_ok": mean([float(row["format_ok"]) for row in rows]),
-            "verifier/accuracy": mean([float(row["correct"]) for row in rows]),
-            "verifier/response_length": mean([row["response_tokens"] for row in rows]),
-            "verifier/hit_length_limit": mean([float(row["hit_length_limit"]) for row in rows]),
-            "objective/scores": mean([row["score"] for row in rows]),
-        }
-        for name in rows[0]["terms"] if rows else ():
-            metrics[f"reward/{name}"] = mean([row["terms"][name] for row in rows])
-        metrics.update(summarise([features for _, features in gathered]))
-        return metrics
-
-
-def _is_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
-
-
-# --------------------------------------------------------------------------- model loading and saving
+# --------------------------------------------------------------------------- models and checkpoints
 
 
 def policy_init_kwargs(model_args: Any) -> dict[str, Any]:
     """`from_pretrained` options from a TRL `ModelConfig`; the trainer loads policy and reference with them."""
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        raise ValueError("ModelConfig: load_in_4bit / load_in_8bit are not supported by these recipes; set both false")
     kwargs: dict[str, Any] = {"revision": model_args.model_revision, "dtype": model_args.dtype or "float32"}
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
     return kwargs
 
 
-def check_vocabulary_fits(name_or_path: str, tokenizer: PreTrainedTokenizerBase, revision: str | None) -> None:
-    """Refuse a tokenizer with ids beyond the model's embeddings (a pad token added by `load_tokenizer`).
+def check_vocabulary_fits(name_or_path: str, tokenizer: PreTrainedTokenizerBase, *, revision: str | None) -> None:
+    """Refuse a tokenizer with ids beyond the model's embeddings (a pad token `load_tokenizer` had to add).
 
-    TRL loads the model from its name and does not resize embeddings, so such ids would crash deep
-    inside the first forward pass.
+    TRL loads the model by name and does not resize its embeddings, so such ids would crash inside the
+    first forward pass instead.
     """
     from transformers import AutoConfig
 
     vocab = AutoConfig.from_pretrained(name_or_path, revision=revision).get_text_config().vocab_size
     if len(tokenizer) > vocab:
         raise ValueError(
-            f"{name_or_path}: the tokenizer has {len(tokenizer)} tokens (pad token {tokenizer.pad_token!r} was added) "
-            f"but the model embeds only {vocab}; save a copy of the model with resized embeddings "
-            "(model.resize_token_embeddings) and its tokenizer, and train from that folder"
+            f"{name_or_path}: the tokenizer has {len(tokenizer)} tokens (pad token {tokenizer.pad_token!r} was "
+            f"added) but the model embeds only {vocab}; save a copy of the model with resized embeddings "
+            "(model.resize_token_embeddings) next to this tokenizer and train from that folder"
         )
 
 
-def last_checkpoint(args: Any) -> str | None:
-    """The checkpoint to continue from (`resume_from_checkpoint`, else the newest in output_dir)."""
+def resume_checkpoint(args: Any) -> str | None:
+    """The checkpoint to continue from: `resume_from_checkpoint`, else the newest one in output_dir."""
     from transformers.trainer_utils import get_last_checkpoint
 
     if args.resume_from_checkpoint:
@@ -361,29 +280,29 @@ def checkpoint_step(checkpoint: str | None) -> int:
     """The optimizer step a TRL checkpoint was saved at (0 for none)."""
     if checkpoint is None:
         return 0
-    state = Path(checkpoint) / "trainer_state.json"
-    return int(json.loads(state.read_text(encoding="utf-8"))["global_step"])
+    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
 
 
 def save_final_model(trainer: Any, info: dict[str, Any]) -> Path:
-    """Save the trained policy (LoRA merged) and tokenizer to output_dir, then `run_info.json` and a card.
+    """Save the trained policy (LoRA merged) and tokenizer into output_dir, then a card and `run_info.json`.
 
-    `run_info.json` is written last, with `answer_mode: cot`, so evaluation prompts the model the way
-    it was trained; until it exists, the folder does not claim to hold a finished model.
+    `run_info.json` comes last and says `answer_mode: cot`, so evaluation prompts the model the way it
+    was trained; a folder without it does not claim to hold a finished model.
     """
     out = Path(trainer.args.output_dir)
-    if trainer.is_peft_model if hasattr(trainer, "is_peft_model") else _is_peft(trainer.model):
-        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-        if trainer.accelerator.is_main_process:
+    accelerator = trainer.accelerator
+    if _is_peft(trainer.model):
+        merged = accelerator.unwrap_model(trainer.model).merge_and_unload()
+        if accelerator.is_main_process:
             merged.save_pretrained(out)
             trainer.processing_class.save_pretrained(out)
     else:
-        trainer.save_model(str(out))  # unwraps DDP / DeepSpeed, gathers ZeRO-3 weights, saves the tokenizer
-    if trainer.accelerator.is_main_process:
+        trainer.save_model(str(out))  # unwraps DDP/DeepSpeed, gathers ZeRO-3 weights, saves the tokenizer
+    if accelerator.is_main_process:
         (out / "README.md").write_text(_model_card_text(info))
         (out / RUN_INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
         logger.info("saved final policy to %s", out)
-    trainer.accelerator.wait_for_everyone()
+    accelerator.wait_for_everyone()
     return out
 
 
@@ -409,22 +328,109 @@ def _model_card_text(info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def setup_logging() -> None:
+# --------------------------------------------------------------------------- the recipe
+
+
+def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequence[str] | None = None) -> None:
+    """Parse the config, build data, reward functions and trainer, train, and save the final policy."""
+    from trl import ModelConfig, get_peft_config
+
+    from medrlvr_trl.configs import MCQAScriptArguments, parse_config
+    from medrlvr_trl.data import DataSourceError, load_mcqa
+    from medrlvr_trl.modeling import ModelSourceError, load_tokenizer
+    from medrlvr_trl.prompts import get_template
+    from medrlvr_trl.rollout_log import RolloutLog
+    from medrlvr_trl.trl_rewards import reward_functions
+
+    script_args, args, model_args = parse_config([MCQAScriptArguments, config_class, ModelConfig], argv)
+    _setup_logging()
+    get_template(script_args.prompt_template)  # unknown template names fail before anything loads
+    if script_args.dry_run:
+        _dry_run(script_args, args, model_args)
+        return
+
+    try:
+        rows = load_mcqa(
+            script_args.dataset_name,
+            script_args.dataset_train_split,
+            category=script_args.dataset_category,
+            limit=script_args.max_train_samples,
+        )
+        tokenizer = load_tokenizer(model_args.model_name_or_path, revision=model_args.model_revision)
+    except (DataSourceError, ModelSourceError) as err:
+        hint = f"To try the recipe offline: python recipes/{kind}_medqa.py --config recipes/configs/tiny/{kind}.yaml"
+        raise type(err)(f"{err}\n{hint}") from None
+    dataset = prompt_dataset(
+        rows, tokenizer, template=script_args.prompt_template, max_prompt_length=args.max_prompt_length
+    )
+    plan = plan_generations(args, len(dataset))
+    logger.info("%s: %d updates of %d completions\n%s", kind.upper(), plan.updates, plan.completions_per_update,
+                plan.describe())  # fmt: skip
+    check_vocabulary_fits(model_args.model_name_or_path, tokenizer, revision=model_args.model_revision)
+
+    checkpoint = resume_checkpoint(args)
+    rollout_log = RolloutLog(
+        args.output_dir,
+        eos_token_id=tokenizer.eos_token_id,
+        optimizer_steps_per_update=args.optimizer_steps_per_update,
+        thresholds=args.stage_thresholds(),
+        log_completions_steps=args.log_completions_steps,
+    )
+    rollout_log.drop_rows_after(checkpoint_step(checkpoint))
+    args.model_init_kwargs = {**policy_init_kwargs(model_args), **(args.model_init_kwargs or {})}
+    trainer = trainer_class(
+        model=model_args.model_name_or_path,
+        reward_funcs=reward_functions(
+            args.reward_mix(), mode=args.verifier_mode, values=args.reward_values(), on_batch=rollout_log
+        ),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=checkpoint)
+    save_final_model(
+        trainer,
+        {
+            "kind": kind,
+            "prompt_template": script_args.prompt_template,
+            "answer_mode": "cot",
+            "base_model": model_args.model_name_or_path,
+            "dataset": f"{script_args.dataset_name} ({script_args.dataset_train_split}, {len(rows)} rows)",
+            "reward": f"verifier mode={args.verifier_mode} {asdict(args.reward_values())}; "
+            f"terms {dict(zip(args.rewards, args.reward_weights, strict=True))}",
+            "hyperparameters": {key: getattr(args, key) for key in CARD_KEYS if hasattr(args, key)},
+            "final_metrics": _last_metrics(trainer.state.log_history),
+        },
+    )
+    trainer.accelerator.end_training()
+
+
+def _dry_run(script_args: Any, args: VerifierTrainingOptions, model_args: Any) -> None:
+    train_rows = script_args.max_train_samples or MEDQA_TRAIN_ROWS
+    plan = plan_generations(args, train_rows)
+    if int(os.environ.get("RANK", "0")) == 0:
+        logger.info("script arguments: %s", script_args)
+        logger.info("model arguments: %s", model_args)
+        logger.info("training arguments: %s", args)
+        logger.info(
+            "generation plan for %d processes and %d training rows (%s):\n%s",
+            plan.world_size,
+            train_rows,
+            "--max_train_samples" if script_args.max_train_samples else "MedQA train size, not loaded",
+            plan.describe(),
+        )
+
+
+def _last_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    keys = ("verifier/reward", "verifier/format_ok", "verifier/accuracy", "verifier/response_length", "kl")
+    last = next((row for row in reversed(log_history) if "verifier/reward" in row), {})
+    return {key: round(last[key], 4) for key in keys if key in last}
+
+
+def _setup_logging() -> None:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-
-
-__all__ = [
-    "COMPLETIONS_FILE",
-    "METRICS_FILE",
-    "GenerationPlan",
-    "MCQAScriptArguments",
-    "RolloutLog",
-    "VerifierTrainingOptions",
-    "plan_generations",
-    "prompt_dataset",
-    "save_final_model",
-]
