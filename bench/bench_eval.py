@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from dataclasses import replace
-from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from machine import machine_line  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--questions", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=32)
@@ -49,8 +52,10 @@ def main() -> None:
         tokens = sum(c.num_tokens for c in completions)
         timings[name] = (len(prompts) / seconds, tokens / seconds)
 
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; {date.today()}")
-    print(f"tiny Qwen2, {len(prompts)} MedQA-shaped demo questions, greedy, {args.max_new_tokens} new tokens max\n")
+    print(machine_line())
+    print(
+        f"tiny Qwen2, {len(prompts)} MedQA-shaped demo questions, greedy, {args.max_new_tokens} new tokens max\n"
+    )
     print("| generation | questions/s | new tokens/s |\n| --- | --- | --- |")
     for name, (qps, tps) in timings.items():
         label = f"{name} (batch {args.batch_size})" if name == "batched" else name

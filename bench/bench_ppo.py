@@ -13,19 +13,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from collections import defaultdict
-from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from machine import machine_line  # noqa: E402
+
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 
@@ -121,7 +123,9 @@ def _instrument(trainer, phases: dict[str, float]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--updates", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--response-length", type=int, default=32)
@@ -144,7 +148,7 @@ def main() -> None:
         return statistics.median(r["seconds"][1:])
 
     ours, trl = median_after_first(results["ours"]), median_after_first(results["trl"])
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; {date.today()}")
+    print(machine_line())
     print(f"tiny Qwen2 policy, {args.batch} rollouts x {args.response_length} tokens per update, "
           f"{args.updates} updates, {args.ppo_epochs} PPO epoch(s)\n")  # fmt: skip
     print("| trainer | reward | s/update (median) | peak RSS MB |\n| --- | --- | --- | --- |")

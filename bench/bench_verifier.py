@@ -11,12 +11,11 @@ before <think>. Prints a markdown table header and one row, ready to paste into 
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import random
 import statistics
 import time
+
+from machine import machine_line
 
 from medrlvr_trl.prompts import LETTERS
 from medrlvr_trl.rewards import verify
@@ -83,15 +82,10 @@ def main() -> None:
         seconds.append(time.perf_counter() - start)
     rate = args.n / statistics.median(seconds)
 
-    machine = (
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    )
-    print("| date | machine | mode | n x repeats | mean chars | completions/s (median) | us/completion |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    print(
-        f"| {datetime.date.today().isoformat()} | {machine} | {args.mode} | {args.n} x {args.repeats} "
-        f"| {mean_chars:.0f} | {rate:,.0f} | {1e6 / rate:.1f} |"
-    )
+    print(machine_line())
+    print("| mode | n x repeats | mean chars | completions/s (median) | us/completion |")
+    print("| --- | --- | --- | --- | --- |")
+    print(f"| {args.mode} | {args.n} x {args.repeats} | {mean_chars:.0f} | {rate:,.0f} | {1e6 / rate:.1f} |")
 
 
 if __name__ == "__main__":

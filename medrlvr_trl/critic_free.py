@@ -29,13 +29,15 @@ from typing import Any
 
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
-from trl import GRPOConfig, RLOOConfig
+from trl import GRPOConfig, ModelConfig, RLOOConfig, get_peft_config
 
-from medrlvr_trl.dynamics import StageThresholds
-from medrlvr_trl.prompts import build_prompt
-from medrlvr_trl.reward_terms import DEFAULT_REWARDS, REWARD_TERMS, RewardMix, warn_if_penalties_outweigh_format
-from medrlvr_trl.rewards import RewardValues
-from medrlvr_trl.rollout_log import COMPLETIONS_FILE
+from medrlvr_trl.configs import MCQAScriptArguments, parse_config
+from medrlvr_trl.data import DataSourceError, load_mcqa
+from medrlvr_trl.modeling import ModelSourceError, load_tokenizer
+from medrlvr_trl.prompts import build_prompt, get_template
+from medrlvr_trl.rollout_log import RolloutLog
+from medrlvr_trl.trl_rewards import reward_functions
+from medrlvr_trl.verifier_options import VerifierOptions
 from medrlvr_trl.verifier_reward import tokenize_prompts
 
 logger = logging.getLogger(__name__)
@@ -60,64 +62,29 @@ CARD_KEYS = (
 
 
 @dataclass
-class VerifierTrainingOptions:
-    """Med-RLVR options mixed into TRL's `GRPOConfig` / `RLOOConfig`, named as in the PPO config.
+class VerifierTrainingOptions(VerifierOptions):
+    """The shared RL options (`VerifierOptions`, named as in the PPO config) plus `total_completions`.
 
-    The reward terms are `rewards`; their weights are TRL's own `reward_weights`, which the trainers
-    apply to the reward functions (left out: every term weighs 1.0). A mixin: it must come before a
-    TRL config class among the bases.
+    The reward terms' weights are TRL's own `reward_weights`, which the trainers apply to the reward
+    functions. A mixin: it must come before a TRL config class among the bases.
     """
 
-    verifier_mode: str = field(default="paper", metadata={"help": "'paper' or 'strict' format check."})
-    format_error_reward: float = field(default=-1.0, metadata={"help": "Reward for a malformed response."})
-    wrong_reward: float = field(default=0.0, metadata={"help": "Reward for a well-formed wrong answer."})
-    correct_reward: float = field(default=1.0, metadata={"help": "Reward for the gold letter."})
-    rewards: list[str] = field(
-        default_factory=lambda: list(DEFAULT_REWARDS),
-        metadata={"help": f"Reward terms, one TRL reward function each; known: {', '.join(REWARD_TERMS)}."},
-    )
-    max_prompt_length: int = field(default=1024, metadata={"help": "Longer prompts are an error, not truncated."})
     total_completions: int | None = field(
         default=None,
         metadata={
-            "help": "Completions to generate in the whole run (PPO's total_episodes); sets max_steps, rounded "
-            "up to whole generation batches, so runs with different num_generations generate the same number."
+            "help": "Completions to generate in the whole run (PPO's total_episodes); sets max_steps, "
+            "rounded up to whole generation batches, so any num_generations generates the same number."
         },
-    )
-    log_completions_steps: int = field(
-        default=1, metadata={"help": f"Append completions to {COMPLETIONS_FILE} every N updates (0: never)."}
-    )
-    resume: bool = field(
-        default=True,
-        metadata={"help": "Continue from the newest checkpoint in output_dir; if False, refuse a used output_dir."},
-    )
-    dynamics_short_think_words: int = field(
-        default=StageThresholds.short_think_words,
-        metadata={"help": "Think shorter than this is shrunk (stages 4-5, think_length penalty)."},
-    )
-    dynamics_verbose_think_words: int = field(
-        default=StageThresholds.verbose_think_words, metadata={"help": "Think this long is verbose (stage 2)."}
-    )
-    dynamics_prefix_words: int = field(
-        default=StageThresholds.prefix_reasoning_words,
-        metadata={"help": "Text before <think> this long is the step-by-step exploit (stage 5)."},
-    )
-    dynamics_enumeration_options: int = field(
-        default=StageThresholds.enumeration_min_options,
-        metadata={"help": "Options a think must address to count as option-by-option."},
     )
 
     def __post_init__(self) -> None:
-        # Unknown terms, a wrong number of weights or bad thresholds fail here, before any model loads.
-        mix = self.reward_mix()
-        warn_if_penalties_outweigh_format(mix, self.reward_values())
-        self.reward_weights = list(mix.weights)
         super().__post_init__()  # TRL derives generation_batch_size and steps_per_generation here
         if (self.steps_per_generation * self.num_iterations) % self.gradient_accumulation_steps:
             raise ValueError(
-                f"steps_per_generation ({self.steps_per_generation}) x num_iterations ({self.num_iterations}) must "
-                f"be a multiple of gradient_accumulation_steps ({self.gradient_accumulation_steps}): each generation "
-                "batch must cover whole optimizer steps so that the logs can number updates"
+                f"steps_per_generation ({self.steps_per_generation}) x num_iterations "
+                f"({self.num_iterations}) must be a multiple of gradient_accumulation_steps "
+                f"({self.gradient_accumulation_steps}): each generation batch must cover whole optimizer "
+                "steps so that the logs can number updates"
             )
         if self.total_completions is not None:
             if self.max_steps > 0:
@@ -131,22 +98,6 @@ class VerifierTrainingOptions:
     def optimizer_steps_per_update(self) -> int:
         """Optimizer steps taken on one generation batch."""
         return self.steps_per_generation * self.num_iterations // self.gradient_accumulation_steps
-
-    def reward_values(self) -> RewardValues:
-        return RewardValues(
-            format_error=self.format_error_reward, wrong=self.wrong_reward, correct=self.correct_reward
-        )
-
-    def stage_thresholds(self) -> StageThresholds:
-        return StageThresholds(
-            short_think_words=self.dynamics_short_think_words,
-            verbose_think_words=self.dynamics_verbose_think_words,
-            prefix_reasoning_words=self.dynamics_prefix_words,
-            enumeration_min_options=self.dynamics_enumeration_options,
-        )
-
-    def reward_mix(self) -> RewardMix:
-        return RewardMix(self.rewards, self.reward_weights or None, thresholds=self.stage_thresholds())
 
 
 @dataclass
@@ -178,7 +129,7 @@ class GenerationPlan:
 
 
 def plan_generations(args: VerifierTrainingOptions, train_size: int) -> GenerationPlan:
-    """Batch arithmetic of a run, with a clear error when one generation batch needs more prompts than exist."""
+    """Batch arithmetic of a run; an error when one generation batch needs more prompts than exist."""
     per_update = args.generation_batch_size
     prompts = per_update // args.num_generations
     if train_size < prompts:
@@ -221,7 +172,9 @@ def prompt_dataset(
     options = rows["options"]
     return Dataset.from_dict(
         {
-            "prompt": [build_prompt(q, o, template=template) for q, o in zip(rows["question"], options, strict=True)],
+            "prompt": [
+                build_prompt(q, o, template=template) for q, o in zip(rows["question"], options, strict=True)
+            ],
             "id": rows["id"],
             "answer": rows["answer"],
             "num_options": [len(o) for o in options],
@@ -233,17 +186,21 @@ def prompt_dataset(
 # --------------------------------------------------------------------------- models and checkpoints
 
 
-def policy_init_kwargs(model_args: Any) -> dict[str, Any]:
-    """`from_pretrained` options from a TRL `ModelConfig`; the trainer loads policy and reference with them."""
+def policy_init_kwargs(model_args: ModelConfig) -> dict[str, Any]:
+    """`from_pretrained` options from a TRL `ModelConfig`, with which TRL loads policy and reference alike."""
     if model_args.load_in_4bit or model_args.load_in_8bit:
-        raise ValueError("ModelConfig: load_in_4bit / load_in_8bit are not supported by these recipes; set both false")
+        raise ValueError(
+            "ModelConfig: load_in_4bit / load_in_8bit are not supported by these recipes; set both false"
+        )
     kwargs: dict[str, Any] = {"revision": model_args.model_revision, "dtype": model_args.dtype or "float32"}
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
     return kwargs
 
 
-def check_vocabulary_fits(name_or_path: str, tokenizer: PreTrainedTokenizerBase, *, revision: str | None) -> None:
+def check_vocabulary_fits(
+    name_or_path: str, tokenizer: PreTrainedTokenizerBase, *, revision: str | None
+) -> None:
     """Refuse a tokenizer with ids beyond the model's embeddings (a pad token `load_tokenizer` had to add).
 
     TRL loads the model by name and does not resize its embeddings, so such ids would crash inside the
@@ -254,8 +211,8 @@ def check_vocabulary_fits(name_or_path: str, tokenizer: PreTrainedTokenizerBase,
     vocab = AutoConfig.from_pretrained(name_or_path, revision=revision).get_text_config().vocab_size
     if len(tokenizer) > vocab:
         raise ValueError(
-            f"{name_or_path}: the tokenizer has {len(tokenizer)} tokens (pad token {tokenizer.pad_token!r} was "
-            f"added) but the model embeds only {vocab}; save a copy of the model with resized embeddings "
+            f"{name_or_path}: the tokenizer has {len(tokenizer)} tokens (pad token {tokenizer.pad_token!r} "
+            f"was added) but the model embeds only {vocab}; save a copy of the model with resized embeddings "
             "(model.resize_token_embeddings) next to this tokenizer and train from that folder"
         )
 
@@ -270,8 +227,8 @@ def resume_checkpoint(args: Any) -> str | None:
     found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
     if found is not None and not args.resume:
         raise ValueError(
-            f"{args.output_dir} already holds checkpoints ({Path(found).name}); pass a new --output_dir, or drop "
-            "--resume false to continue that run"
+            f"{args.output_dir} already holds checkpoints ({Path(found).name}); pass a new --output_dir, or "
+            "drop --resume false to continue that run"
         )
     return found
 
@@ -280,7 +237,9 @@ def checkpoint_step(checkpoint: str | None) -> int:
     """The optimizer step a TRL checkpoint was saved at (0 for none)."""
     if checkpoint is None:
         return 0
-    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+    return int(
+        json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+    )
 
 
 def save_final_model(trainer: Any, info: dict[str, Any]) -> Path:
@@ -318,7 +277,7 @@ def _model_card_text(info: dict[str, Any]) -> str:
     lines = [
         f"# Med-RLVR {str(info.get('kind', '')).upper()} policy",
         "",
-        "Trained with medrlvr-trl: a critic-free policy-gradient method whose reward is a rule-based verifier.",
+        "Trained with medrlvr-trl: critic-free policy gradient whose reward is a rule-based verifier.",
         "",
     ]
     lines += [f"- **{key}**: {value}" for key, value in info.items() if not isinstance(value, dict)]
@@ -333,15 +292,6 @@ def _model_card_text(info: dict[str, Any]) -> str:
 
 def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequence[str] | None = None) -> None:
     """Parse the config, build data, reward functions and trainer, train, and save the final policy."""
-    from trl import ModelConfig, get_peft_config
-
-    from medrlvr_trl.configs import MCQAScriptArguments, parse_config
-    from medrlvr_trl.data import DataSourceError, load_mcqa
-    from medrlvr_trl.modeling import ModelSourceError, load_tokenizer
-    from medrlvr_trl.prompts import get_template
-    from medrlvr_trl.rollout_log import RolloutLog
-    from medrlvr_trl.trl_rewards import reward_functions
-
     script_args, args, model_args = parse_config([MCQAScriptArguments, config_class, ModelConfig], argv)
     _setup_logging()
     get_template(script_args.prompt_template)  # unknown template names fail before anything loads
@@ -358,14 +308,20 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
         )
         tokenizer = load_tokenizer(model_args.model_name_or_path, revision=model_args.model_revision)
     except (DataSourceError, ModelSourceError) as err:
-        hint = f"To try the recipe offline: python recipes/{kind}_medqa.py --config recipes/configs/tiny/{kind}.yaml"
+        tiny = f"recipes/configs/tiny/{kind}.yaml"
+        hint = f"To try the recipe offline: python recipes/{kind}_medqa.py --config {tiny}"
         raise type(err)(f"{err}\n{hint}") from None
     dataset = prompt_dataset(
         rows, tokenizer, template=script_args.prompt_template, max_prompt_length=args.max_prompt_length
     )
     plan = plan_generations(args, len(dataset))
-    logger.info("%s: %d updates of %d completions\n%s", kind.upper(), plan.updates, plan.completions_per_update,
-                plan.describe())  # fmt: skip
+    logger.info(
+        "%s: %d updates of %d completions\n%s",
+        kind.upper(),
+        plan.updates,
+        plan.completions_per_update,
+        plan.describe(),
+    )
     check_vocabulary_fits(model_args.model_name_or_path, tokenizer, revision=model_args.model_revision)
 
     checkpoint = resume_checkpoint(args)
@@ -406,7 +362,9 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
     trainer.accelerator.end_training()
 
 
-def _dry_run(script_args: Any, args: VerifierTrainingOptions, model_args: Any) -> None:
+def _dry_run(
+    script_args: MCQAScriptArguments, args: VerifierTrainingOptions, model_args: ModelConfig
+) -> None:
     train_rows = script_args.max_train_samples or MEDQA_TRAIN_ROWS
     plan = plan_generations(args, train_rows)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -42,27 +42,21 @@ from trl.trainer.utils import selective_log_softmax
 
 from medrlvr_trl import runlog
 from medrlvr_trl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from medrlvr_trl.dynamics import CompletionFeatures, StageThresholds, completion_features, summarise
-from medrlvr_trl.reward_terms import (
-    DEFAULT_REWARDS,
-    REWARD_TERMS,
-    RewardMix,
-    warn_if_penalties_outweigh_format,
-)
-from medrlvr_trl.rewards import RewardValues, Verdict
+from medrlvr_trl.dynamics import CompletionFeatures, completion_features, summarise
+from medrlvr_trl.rewards import Verdict
+from medrlvr_trl.runlog import COMPLETIONS_FILE, METRICS_FILE
+from medrlvr_trl.verifier_options import VerifierOptions
 from medrlvr_trl.verifier_reward import GoldTable, VerifierRewardModel
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
-COMPLETIONS_FILE = "completions.jsonl"
 # Log-prob written into positions past the end of a response (they are masked out of every loss).
 _MASKED_LOGPROB = trl_ppo.INVALID_LOGPROB
 
 
 @dataclass
-class MedRLVRPPOConfig(PPOConfig):
-    """TRL's `PPOConfig` plus the verifier, logging and resume options.
+class MedRLVRPPOConfig(VerifierOptions, PPOConfig):
+    """TRL's `PPOConfig` plus the verifier, reward-term, logging and resume options (`VerifierOptions`).
 
     Batch sizes keep the usual Hugging Face meaning: `per_device_train_batch_size` is a micro-batch,
     `gradient_accumulation_steps` micro-batches make one optimizer step, and `num_mini_batches`
@@ -75,67 +69,7 @@ class MedRLVRPPOConfig(PPOConfig):
     value_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Critic initialisation; defaults to the policy's base model."}
     )
-    verifier_mode: str = field(default="paper", metadata={"help": "'paper' or 'strict' format check."})
-    format_error_reward: float = field(default=-1.0, metadata={"help": "Reward for a malformed response."})
-    wrong_reward: float = field(default=0.0, metadata={"help": "Reward for a well-formed wrong answer."})
-    correct_reward: float = field(default=1.0, metadata={"help": "Reward for the gold letter."})
-    max_prompt_length: int = field(
-        default=1024, metadata={"help": "Longer prompts are an error, not truncated."}
-    )
-    log_completions_steps: int = field(
-        default=1, metadata={"help": f"Append rollouts to {COMPLETIONS_FILE} every N updates (0: never)."}
-    )
-    resume: bool = field(
-        default=True,
-        metadata={
-            "help": "Continue from the newest checkpoint in output_dir; if False, refuse a used output_dir."
-        },
-    )
     stop_token: str | None = field(default="eos", metadata={"help": "Stop generation at eos (TRL option)."})
-    rewards: list[str] = field(
-        default_factory=lambda: list(DEFAULT_REWARDS),
-        metadata={"help": f"Reward terms PPO sums (docs/dynamics.md); known: {', '.join(REWARD_TERMS)}."},
-    )
-    reward_weights: list[float] = field(
-        default_factory=list, metadata={"help": "One weight per term in `rewards`; empty: all 1.0."}
-    )
-    dynamics_short_think_words: int = field(
-        default=StageThresholds.short_think_words,
-        metadata={"help": "Think shorter than this is shrunk (stages 4-5, think_length penalty)."},
-    )
-    dynamics_verbose_think_words: int = field(
-        default=StageThresholds.verbose_think_words,
-        metadata={"help": "Think this long is verbose (stage 2)."},
-    )
-    dynamics_prefix_words: int = field(
-        default=StageThresholds.prefix_reasoning_words,
-        metadata={"help": "Text before <think> this long is the step-by-step exploit (stage 5)."},
-    )
-    dynamics_enumeration_options: int = field(
-        default=StageThresholds.enumeration_min_options,
-        metadata={"help": "Options a think must address to count as option-by-option."},
-    )
-
-    def __post_init__(self) -> None:
-        # Unknown reward terms, a wrong number of weights or bad thresholds fail here, before any model loads.
-        warn_if_penalties_outweigh_format(self.reward_mix(), self.reward_values())
-        super().__post_init__()
-
-    def reward_values(self) -> RewardValues:
-        return RewardValues(
-            format_error=self.format_error_reward, wrong=self.wrong_reward, correct=self.correct_reward
-        )
-
-    def stage_thresholds(self) -> StageThresholds:
-        return StageThresholds(
-            short_think_words=self.dynamics_short_think_words,
-            verbose_think_words=self.dynamics_verbose_think_words,
-            prefix_reasoning_words=self.dynamics_prefix_words,
-            enumeration_min_options=self.dynamics_enumeration_options,
-        )
-
-    def reward_mix(self) -> RewardMix:
-        return RewardMix(self.rewards, self.reward_weights, thresholds=self.stage_thresholds())
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,10 @@ from typing import Any
 
 from medrlvr_trl import runlog
 from medrlvr_trl.dynamics import CompletionFeatures, StageThresholds, completion_features, summarise
+from medrlvr_trl.runlog import COMPLETIONS_FILE, METRICS_FILE
 from medrlvr_trl.trl_rewards import ScoredCompletion
 
 logger = logging.getLogger(__name__)
-
-# The PPO recipe's file names (medrlvr_trl.ppo), which the dynamics report reads.
-METRICS_FILE, COMPLETIONS_FILE = "metrics.jsonl", "completions.jsonl"
 
 
 class RolloutLog:
@@ -59,18 +57,30 @@ class RolloutLog:
         return global_step // self.steps_per_update + 1
 
     def drop_rows_after(self, global_step: int) -> None:
-        """Forget logged updates that a run resumed at `global_step` redoes (all of them for a fresh start)."""
-        if _is_main_process():
-            completed = global_step // self.steps_per_update
-            for name in (METRICS_FILE, COMPLETIONS_FILE):
-                runlog.truncate_after(self.output_dir / name, completed)
+        """Forget logged updates a run resumed at `global_step` redoes (all of them on a fresh start)."""
+        if not _is_main_process():
+            return
+        completed = global_step // self.steps_per_update
+        for name in (METRICS_FILE, COMPLETIONS_FILE):
+            path = self.output_dir / name
+            if not path.is_file():
+                continue
+            before = _line_count(path)
+            runlog.truncate_after(path, completed)
+            dropped = before - _line_count(path)
+            if dropped:
+                logger.warning(
+                    "%s: dropped %d rows of updates after %d, which this run redoes", path, dropped, completed
+                )
 
     def __call__(self, scored: list[ScoredCompletion], trl_kwargs: dict[str, Any]) -> None:
         from accelerate.utils import gather_object
 
         missing = sorted({"trainer_state", "completion_ids"} - set(trl_kwargs))
         if missing:
-            raise ValueError(f"RolloutLog needs the reward-function arguments {missing} that TRL trainers pass")
+            raise ValueError(
+                f"RolloutLog needs the reward-function arguments {missing} that TRL trainers pass"
+            )
         state, completion_ids = trl_kwargs["trainer_state"], trl_kwargs["completion_ids"]
         update = self.update_at(state.global_step)
         local = [self._row(update, item, ids) for item, ids in zip(scored, completion_ids, strict=True)]
@@ -126,6 +136,10 @@ def batch_metrics(rows: Sequence[dict[str, Any]], features: Sequence[CompletionF
         metrics[f"reward/{name}"] = mean([row["terms"][name] for row in rows])
     metrics.update(summarise(features))
     return metrics
+
+
+def _line_count(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
 
 
 def _is_main_process() -> bool:

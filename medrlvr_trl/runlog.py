@@ -15,6 +15,10 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+# Every RL recipe writes these in its output_dir; the dynamics report reads them.
+METRICS_FILE = "metrics.jsonl"
+COMPLETIONS_FILE = "completions.jsonl"
+
 
 def append_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     path = Path(path)

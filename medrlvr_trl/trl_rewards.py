@@ -29,6 +29,8 @@ from medrlvr_trl.verifier_reward import Gold
 
 logger = logging.getLogger(__name__)
 
+PAPER_VALUES = RewardValues()  # the paper's -1 / 0 / 1 (frozen, so safe to share as a default)
+
 ANSWER_COLUMN, NUM_OPTIONS_COLUMN, OPTIONS_COLUMN, ID_COLUMN = "answer", "num_options", "options", "id"
 GOLD_COLUMNS: tuple[str, ...] = (ANSWER_COLUMN, NUM_OPTIONS_COLUMN, OPTIONS_COLUMN, ID_COLUMN)
 """Dataset columns the reward functions read; `answer` and `num_options` are required."""
@@ -55,7 +57,7 @@ def golds_from_columns(count: int, columns: dict[str, Any]) -> list[Gold]:
     missing = [name for name in (ANSWER_COLUMN, NUM_OPTIONS_COLUMN) if name not in columns]
     if missing:
         raise ValueError(
-            f"reward functions need the dataset column(s) {', '.join(missing)} (gold letter and option count), "
+            f"reward functions need the dataset column(s) {', '.join(missing)} (gold letter, option count); "
             f"got columns {sorted(columns)}; build the dataset with critic_free.prompt_dataset() and keep "
             "remove_unused_columns false"
         )
@@ -82,7 +84,7 @@ def score_completions(
     mix: RewardMix,
     *,
     mode: str = "paper",
-    values: RewardValues = RewardValues(),  # frozen, so one shared default is safe
+    values: RewardValues = PAPER_VALUES,
 ) -> list[ScoredCompletion]:
     """Verify each completion against its gold answer and evaluate every term of `mix` on it."""
     scored = []
@@ -106,7 +108,7 @@ class TermReward:
         mix: RewardMix,
         *,
         mode: str = "paper",
-        values: RewardValues = RewardValues(),
+        values: RewardValues = PAPER_VALUES,
         on_batch: BatchHook | None = None,
     ) -> None:
         if name not in mix.names:
@@ -126,7 +128,9 @@ class TermReward:
             self.on_batch(scored, columns)
             return [item.terms[self.__name__] for item in scored]
         return [
-            self._term(text, gold, _verify(text, gold, self.mode, self.values), thresholds=self.mix.thresholds)
+            self._term(
+                text, gold, _verify(text, gold, self.mode, self.values), thresholds=self.mix.thresholds
+            )
             for text, gold in zip(texts, golds, strict=True)
         ]
 
@@ -135,7 +139,7 @@ def reward_functions(
     mix: RewardMix,
     *,
     mode: str = "paper",
-    values: RewardValues = RewardValues(),
+    values: RewardValues = PAPER_VALUES,
     on_batch: BatchHook | None = None,
 ) -> list[TermReward]:
     """One reward function per term of `mix`, in order; pass `list(mix.weights)` as TRL's `reward_weights`.

@@ -34,11 +34,11 @@ from medrlvr_trl import runlog  # noqa: E402
 from medrlvr_trl.configs import parse_config  # noqa: E402
 from medrlvr_trl.dynamics import STAGE_TITLES, STAGES, Stage, completion_features  # noqa: E402
 from medrlvr_trl.rewards import Verdict  # noqa: E402
+from medrlvr_trl.runlog import COMPLETIONS_FILE, METRICS_FILE  # noqa: E402
 
 logger = logging.getLogger("dynamics_report")
 
 # The run's logs, as medrlvr_trl.ppo names them (not imported from there: that pulls in torch and TRL).
-METRICS_FILE, COMPLETIONS_FILE = "metrics.jsonl", "completions.jsonl"
 FIGURE_FILE, REPORT_FILE, SUMMARY_FILE = "dynamics.png", "report.md", "summary.json"
 TARGET_WINDOWS = 20  # an automatic window splits the logged updates into about this many
 STAGE_COLORS = {

@@ -35,7 +35,9 @@ MEDQA_TRAIN_ROWS = 10_178  # reference/med-rlvr.md, Data; used only by --dry_run
 
 
 def main(argv: list[str] | None = None) -> None:
-    script_args, ppo_args, model_args = parse_config([MCQAScriptArguments, MedRLVRPPOConfig, ModelConfig], argv)
+    script_args, ppo_args, model_args = parse_config(
+        [MCQAScriptArguments, MedRLVRPPOConfig, ModelConfig], argv
+    )
     _setup_logging()
     get_template(script_args.prompt_template)  # unknown template names fail before anything loads
 
@@ -59,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     set_seed(ppo_args.seed)  # the critic's fresh scalar head is drawn here: same seed, same run
     policy = load_policy(model_args.model_name_or_path, model_args, tokenizer)
     # An explicit reference copy (not TRL's create_reference_model) so that ZeRO-3 works; LoRA needs none.
-    ref_policy = None if model_args.use_peft else load_policy(model_args.model_name_or_path, model_args, tokenizer)
+    ref_policy = (
+        None if model_args.use_peft else load_policy(model_args.model_name_or_path, model_args, tokenizer)
+    )
     value_model = load_value_model(
         ppo_args.value_model_name_or_path or model_args.model_name_or_path, model_args, tokenizer
     )
@@ -124,7 +128,13 @@ def _dry_run(script_args: MCQAScriptArguments, ppo_args: MedRLVRPPOConfig, model
 
 
 def _last_metrics(trainer: MedRLVRPPOTrainer) -> dict[str, float]:
-    keys = ("verifier/reward", "verifier/format_ok", "verifier/accuracy", "verifier/response_length", "objective/kl")
+    keys = (
+        "verifier/reward",
+        "verifier/format_ok",
+        "verifier/accuracy",
+        "verifier/response_length",
+        "objective/kl",
+    )
     last = next((row for row in reversed(trainer.state.log_history) if "verifier/reward" in row), {})
     return {key: round(last[key], 4) for key in keys if key in last}
 

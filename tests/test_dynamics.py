@@ -338,15 +338,6 @@ def test_make_dynamics_reports_on_a_tiny_ppo_run(tiny_ppo_run):
     assert paths["figure"].read_bytes()[:4] == b"\x89PNG"
 
 
-def test_report_reads_the_files_ppo_writes():
-    from medrlvr_trl import ppo
-
-    assert (dynamics_report.METRICS_FILE, dynamics_report.COMPLETIONS_FILE) == (
-        ppo.METRICS_FILE,
-        ppo.COMPLETIONS_FILE,
-    )
-
-
 def test_bad_threshold_in_the_trainer_config_fails_when_parsed(tmp_path):
     from medrlvr_trl.ppo import MedRLVRPPOConfig
 

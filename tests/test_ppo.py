@@ -130,7 +130,9 @@ def test_reward_model_returns_exactly_the_verifier_rewards(tokenized):
     queries = _left_padded(tokenizer, dataset, indices)
     responses = _responses(tokenizer, COMPLETIONS)
     reward_model = VerifierRewardModel(tokenizer, gold)
-    expected = [verify(text, rows[i]["answer"], 4).reward for i, text in zip(indices, COMPLETIONS, strict=True)]
+    expected = [
+        verify(text, rows[i]["answer"], 4).reward for i, text in zip(indices, COMPLETIONS, strict=True)
+    ]
     assert expected == [1.0, 1.0, 0.0, -1.0, -1.0]
     assert reward_model.scores(queries, responses).tolist() == expected
 
@@ -241,7 +243,9 @@ class _StopAtUpdate(TrainerCallback):
             raise KeyboardInterrupt(f"stopped at update {self.update}")
 
 
-def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tiny_model_dir, medqa_dir, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(
+    tiny_model_dir, medqa_dir, tmp_path, monkeypatch
+):
     extra = ("--total_episodes", "40", "--save_steps", "2")
     ppo_medqa.main(_recipe_args(tiny_model_dir, medqa_dir, tmp_path / "straight", *extra))
 
@@ -269,12 +273,24 @@ def test_used_output_dir_is_refused_when_resume_is_off(tiny_model_dir, medqa_dir
     out = tmp_path / "run"
     ppo_medqa.main(_recipe_args(tiny_model_dir, medqa_dir, out, "--total_episodes", "8"))
     with pytest.raises(ValueError, match="already holds checkpoints"):
-        ppo_medqa.main(_recipe_args(tiny_model_dir, medqa_dir, out, "--total_episodes", "8", "--resume", "false"))
+        ppo_medqa.main(
+            _recipe_args(tiny_model_dir, medqa_dir, out, "--total_episodes", "8", "--resume", "false")
+        )
 
 
 def test_lora_policy_trains_and_saves_a_merged_model(tiny_model_dir, medqa_dir, tmp_path):
     out = tmp_path / "lora"
-    lora = ("--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules", "q_proj", "v_proj")
+    lora = (
+        "--use_peft",
+        "true",
+        "--lora_r",
+        "4",
+        "--lora_alpha",
+        "8",
+        "--lora_target_modules",
+        "q_proj",
+        "v_proj",
+    )
     ppo_medqa.main(_recipe_args(tiny_model_dir, medqa_dir, out, "--total_episodes", "16", *lora))
     merged = AutoModelForCausalLM.from_pretrained(out)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -311,7 +327,16 @@ def test_bf16_config_on_a_cpu_machine_says_how_to_proceed():
 def test_paper_config_dry_run_prints_the_batch_plan_offline(caplog, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "32")
     with caplog.at_level("INFO"):
-        ppo_medqa.main(["--config", str(REPO / "recipes/configs/ppo_qwen2.5-3b.yaml"), "--dry_run", "true", "--bf16", "false"])
+        ppo_medqa.main(
+            [
+                "--config",
+                str(REPO / "recipes/configs/ppo_qwen2.5-3b.yaml"),
+                "--dry_run",
+                "true",
+                "--bf16",
+                "false",
+            ]
+        )
     text = caplog.text
     assert "rollouts_per_update: 1024" in text  # OpenRLHF's rollout batch at the paper's 32 GPUs
     assert "mini_batch_per_device: 4" in text and "optimizer_steps_per_update: 8" in text

@@ -55,14 +55,18 @@ def test_two_process_ppo_trains_and_saves_a_full_policy(launch_config, tiny_mode
     initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     trained_state, initial_state = trained.state_dict(), initial.state_dict()
     assert trained_state.keys() == initial_state.keys()
-    assert all(trained_state[k].shape == initial_state[k].shape for k in initial_state)  # gathered, not shards
+    assert all(
+        trained_state[k].shape == initial_state[k].shape for k in initial_state
+    )  # gathered, not shards
     assert any(not torch.equal(trained_state[k], initial_state[k]) for k in initial_state)
 
 
 @pytest.mark.parametrize("kill_signal", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_restarted_with_the_same_command_finishes(kill_signal, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    command = [str(BIN / "python")] + _recipe(tiny_model_dir, out, "--total_episodes", "48", "--save_steps", "1")
+    command = [str(BIN / "python")] + _recipe(
+        tiny_model_dir, out, "--total_episodes", "48", "--save_steps", "1"
+    )
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not (out / "checkpoint-000002").exists():
