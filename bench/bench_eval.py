@@ -1,7 +1,7 @@
 """Evaluation throughput: batched generation (left padding, KV cache) vs one question at a time,
 on the same questions, with the offline tiny model.
 
-    python bench/bench_eval.py --questions 64 --batch-size 32 --max-new-tokens 32
+    python bench/bench_eval.py --questions 128 --batch-size 64 --max-new-tokens 32
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--questions", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--questions", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     args = parser.parse_args()
 

@@ -1,8 +1,11 @@
 """Seconds per PPO update: MedRLVRPPOTrainer (verifier reward) vs TRL's stock PPOTrainer (a neural
-reward model of the policy's size), same tiny model, batch and generation length; plus where the
-time of one of our updates goes.
+reward model of the policy's size), same model, batch and generation length; plus where the time of
+one of our updates goes.
 
-    python bench/bench_ppo.py --updates 8            # prints markdown tables
+    python bench/bench_ppo.py --updates 8            # CPU, tiny model; prints markdown tables
+    # one GPU, real Qwen2.5 shapes with random weights (no Hub needed), bf16, DeepSpeed ZeRO-2:
+    python bench/bench_ppo.py --shape qwen2.5-0.5b --bf16 --batch 32 --response-length 256 \
+        --accelerate-config launch/zero2.yaml
 
 Each trainer runs in its own subprocess (so peak RSS is its own); machines here are shared and
 noisy, so compare the ratio, not absolute seconds across runs.
@@ -31,14 +34,48 @@ from machine import machine_line  # noqa: E402
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 
+# Public Qwen2.5 base configs (config.json on the Hub), rebuilt here with random weights.
+SHAPES = {
+    "qwen2.5-0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                         intermediate_size=4864, tie_word_embeddings=True),
+    "qwen2.5-3b": dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
+                       intermediate_size=11008, tie_word_embeddings=True),
+}  # fmt: skip
+QWEN_VOCAB = 151_936
+# Peak HBM bandwidth, bytes/s (vendor data sheets), for the decode-throughput bound.
+BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}
+
+
 def _common(args: argparse.Namespace, out: Path) -> dict:
+    gpu = args.shape != "tiny"
     return dict(
         output_dir=str(out), per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
         num_mini_batches=1, num_ppo_epochs=args.ppo_epochs, total_episodes=args.batch * args.updates,
         response_length=args.response_length, local_rollout_forward_batch_size=args.batch,
-        learning_rate=1e-5, bf16=False, use_cpu=True, report_to="none", num_sample_generations=0,
-        save_strategy="no", seed=0, stop_token="eos", disable_tqdm=True,
+        learning_rate=1e-5, bf16=args.bf16, use_cpu=not gpu, report_to="none", num_sample_generations=0,
+        save_strategy="no", seed=0, stop_token="eos", disable_tqdm=True, gradient_checkpointing=gpu,
     )  # fmt: skip
+
+
+def _model_dir(shape: str) -> Path:
+    """The tiny build, or a random-weight model of a real shape saved with the tiny tokenizer."""
+    from medrlvr_trl.tiny import build_tiny
+
+    tiny = build_tiny(REPO / "build" / "bench" / "tiny")
+    if shape == "tiny":
+        return tiny.policy
+    folder = REPO / "build" / "bench" / shape
+    if not (folder / "config.json").exists():
+        import torch
+        from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+        tokenizer = AutoTokenizer.from_pretrained(tiny.policy)
+        config = Qwen2Config(vocab_size=QWEN_VOCAB, max_position_embeddings=4096, **SHAPES[shape],
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        torch.manual_seed(0)
+        Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return folder
 
 
 def run_one(which: str, args: argparse.Namespace) -> dict:
@@ -49,11 +86,11 @@ def run_one(which: str, args: argparse.Namespace) -> dict:
 
     from medrlvr_trl.data import load_mcqa
     from medrlvr_trl.modeling import load_policy, load_tokenizer, load_value_model
-    from medrlvr_trl.tiny import build_tiny
     from medrlvr_trl.verifier_reward import tokenize_prompts
 
-    paths = build_tiny(REPO / "build" / "bench" / "tiny")
-    tokenizer = load_tokenizer(str(paths.policy))
+    model_dir = str(_model_dir(args.shape))
+    dtype = "bfloat16" if args.bf16 else "float32"
+    tokenizer = load_tokenizer(model_dir)
     rows = load_mcqa(str(REPO / "data/demo/medqa"), "train", limit=256)
     dataset, gold = tokenize_prompts(rows, tokenizer, template="r1", max_prompt_length=512)
 
@@ -65,9 +102,9 @@ def run_one(which: str, args: argparse.Namespace) -> dict:
 
     def models():
         return (
-            load_policy(str(paths.policy), None, tokenizer),
-            load_policy(str(paths.policy), None, tokenizer),
-            load_value_model(str(paths.policy), None, tokenizer),
+            load_policy(model_dir, None, tokenizer, dtype=dtype),
+            load_policy(model_dir, None, tokenizer, dtype=dtype),
+            load_value_model(model_dir, None, tokenizer, dtype=dtype),
         )
 
     out = Path(tempfile.mkdtemp(prefix=f"bench-{which}-"))
@@ -85,8 +122,13 @@ def run_one(which: str, args: argparse.Namespace) -> dict:
     else:
         from trl.experimental.ppo import PPOConfig, PPOTrainer
 
+        if which == "trl-no-gc":  # isolates the cost of the full gc.collect() TRL runs twice per update
+            import gc
+
+            gc.collect = lambda *a, **k: 0
+
         policy, ref, value = models()
-        reward_model = load_value_model(str(paths.policy), None, tokenizer)  # same size as the policy
+        reward_model = load_value_model(model_dir, None, tokenizer, dtype=dtype)  # the policy's size
         trainer = PPOTrainer(
             args=PPOConfig(**_common(args, out)), processing_class=tokenizer, model=policy, ref_model=ref,
             reward_model=reward_model, train_dataset=dataset, value_model=value, callbacks=[Stamp()],
@@ -94,8 +136,21 @@ def run_one(which: str, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     trainer.train()
     seconds = [b - a for a, b in zip([start, *stamps], stamps, strict=False)]
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"which": which, "seconds": seconds, "peak_rss_mb": peak_mb, "phases": dict(phases)}
+    import torch
+
+    result = {"which": which, "seconds": seconds, "phases": dict(phases)}
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        result["gpu"] = torch.cuda.get_device_name()
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    result["policy_params"] = sum(p.numel() for p in policy.parameters())
+    lengths = [
+        row["verifier/response_length"]
+        for row in trainer.state.log_history
+        if "verifier/response_length" in row
+    ]
+    result["mean_response_tokens"] = sum(lengths) / len(lengths) if lengths else None
+    return result
 
 
 def _instrument(trainer, phases: dict[str, float]) -> None:
@@ -130,16 +185,26 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--response-length", type=int, default=32)
     parser.add_argument("--ppo-epochs", type=int, default=1)
-    parser.add_argument("--which", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--shape", choices=["tiny", *SHAPES], default="tiny")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument(
+        "--accelerate-config", help="run each trainer under `accelerate launch` with this config"
+    )
+    parser.add_argument("--which", choices=["ours", "trl", "trl-no-gc"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.which:
         print("RESULT " + json.dumps(run_one(args.which, args)))
         return
 
     results = {}
-    for which in ("ours", "trl"):
-        cmd = [sys.executable, __file__, "--which", which, "--updates", str(args.updates), "--batch",
-               str(args.batch), "--response-length", str(args.response_length), "--ppo-epochs", str(args.ppo_epochs)]  # fmt: skip
+    for which in ("ours", "trl", "trl-no-gc"):
+        cmd = [sys.executable, __file__]
+        if args.accelerate_config:
+            cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file", args.accelerate_config,
+                   "--num_processes", "1", __file__]  # fmt: skip
+        cmd += ["--which", which, "--updates", str(args.updates), "--batch", str(args.batch), "--response-length",
+                str(args.response_length), "--ppo-epochs", str(args.ppo_epochs), "--shape", args.shape]  # fmt: skip
+        cmd += ["--bf16"] if args.bf16 else []
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
         results[which] = json.loads(line[len("RESULT ") :])
@@ -148,19 +213,42 @@ def main() -> None:
         return statistics.median(r["seconds"][1:])
 
     ours, trl = median_after_first(results["ours"]), median_after_first(results["trl"])
+    trl_no_gc = median_after_first(results["trl-no-gc"])
     print(machine_line())
-    print(f"tiny Qwen2 policy, {args.batch} rollouts x {args.response_length} tokens per update, "
+    print(f"{args.shape} policy ({results['ours']['policy_params'] / 1e6:.1f}M parameters), {args.batch} rollouts x {args.response_length} tokens per update, "
           f"{args.updates} updates, {args.ppo_epochs} PPO epoch(s)\n")  # fmt: skip
     print("| trainer | reward | s/update (median) | peak RSS MB |\n| --- | --- | --- | --- |")
     print(f"| MedRLVRPPOTrainer | verifier | {ours:.3f} | {results['ours']['peak_rss_mb']:.0f} |")
     print(f"| TRL PPOTrainer | reward model | {trl:.3f} | {results['trl']['peak_rss_mb']:.0f} |")
-    print(f"\nratio TRL / ours: {trl / ours:.2f}x\n")
+    print(
+        f"| TRL PPOTrainer, its gc.collect() calls disabled | reward model | {trl_no_gc:.3f} "
+        f"| {results['trl-no-gc']['peak_rss_mb']:.0f} |"
+    )
+    print(f"\nratio TRL / ours: {trl / ours:.2f}x (without TRL's gc.collect(): {trl_no_gc / ours:.2f}x)\n")
     phases = results["ours"]["phases"]
     total = sum(results["ours"]["seconds"])
     print("| phase (ours, all updates) | seconds | share |\n| --- | --- | --- |")
     for name, seconds in sorted(phases.items(), key=lambda kv: -kv[1]):
         print(f"| {name} | {seconds:.2f} | {seconds / total:.0%} |")
     print(f"| whole updates | {total:.2f} | 100% |")
+    _print_gpu_section(results["ours"], args)
+
+
+def _print_gpu_section(ours: dict, args: argparse.Namespace) -> None:
+    """Peak GPU memory, rollout tokens/s, and how far decoding is from the memory-bandwidth bound."""
+    if "gpu" not in ours:
+        return
+    tokens = (ours["mean_response_tokens"] or args.response_length) * args.batch * args.updates
+    rate = tokens / ours["phases"]["generation"]
+    weight_bytes = ours["policy_params"] * (2 if args.bf16 else 4)
+    bandwidth = next((bw for name, bw in BANDWIDTH.items() if name in ours["gpu"]), None)
+    print(f"\nGPU: {ours['gpu']}; peak allocated {ours['peak_gpu_mb']:.0f} MB (ours)")
+    print(f"rollout generation: {rate:,.0f} tokens/s at batch {args.batch}")
+    if bandwidth:
+        # Each decode step reads every weight once: at best `batch` tokens per weight_bytes / bandwidth.
+        bound = args.batch * bandwidth / weight_bytes
+        print(f"memory-bandwidth bound (weights only, {bandwidth / 1e12:.2f} TB/s): {bound:,.0f} tokens/s; "
+              f"measured is {rate / bound:.1%} of it")  # fmt: skip
 
 
 if __name__ == "__main__":
