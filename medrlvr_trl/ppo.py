@@ -46,7 +46,7 @@ from medrlvr_trl.dynamics import CompletionFeatures, completion_features, summar
 from medrlvr_trl.rewards import Verdict
 from medrlvr_trl.runlog import COMPLETIONS_FILE, METRICS_FILE
 from medrlvr_trl.verifier_options import VerifierOptions
-from medrlvr_trl.verifier_reward import GoldTable, VerifierRewardModel
+from medrlvr_trl.verifier_reward import Gold, GoldTable, VerifierRewardModel
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,7 @@ class Rollouts:
     padding_mask: torch.Tensor  # (B, R) True past the last token
     hit_length_limit: torch.Tensor  # (B,) no stop token within response_length
     texts: list[str] = field(default_factory=list)
+    golds: list[Gold] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     features: list[CompletionFeatures] = field(default_factory=list)  # stage and hacking features
     term_values: dict[str, torch.Tensor] = field(default_factory=dict)  # (B,) per reward term, unweighted
@@ -191,6 +192,11 @@ class MedRLVRPPOTrainer(PPOTrainer):
             )
         finally:
             args.num_mini_batches = self._num_mini_batches
+        if self.is_peft_model and self.is_deepspeed_enabled:
+            if self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+                raise ValueError(
+                    "LoRA with ZeRO-3 is not supported (the adapter is merged at save); use ZeRO-2"
+                )
         plan = self.plan
         args.local_batch_size = plan.rollouts_per_device
         args.batch_size = plan.rollouts_per_update
@@ -301,9 +307,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
     def _score(self, rollouts: Rollouts) -> None:
         reward_model: VerifierRewardModel = getattr(self.reward_model, "module", self.reward_model)
         rollouts.texts, rollouts.verdicts = reward_model.judge(rollouts.queries, rollouts.responses)
-        golds = [self.gold.lookup(query) for query in rollouts.queries]
+        rollouts.golds = [self.gold.lookup(query) for query in rollouts.queries]
         mix, device = self.reward_mix, rollouts.queries.device
-        judged = list(zip(rollouts.texts, golds, rollouts.verdicts, strict=True))
+        judged = list(zip(rollouts.texts, rollouts.golds, rollouts.verdicts, strict=True))
         values = [mix.term_values(text, gold, verdict) for text, gold, verdict in judged]
         rollouts.term_values = {
             name: torch.tensor([v[name] for v in values], device=device) for name in mix.names
@@ -520,13 +526,11 @@ class MedRLVRPPOTrainer(PPOTrainer):
         every = self.args.log_completions_steps
         rows = None
         if every > 0 and update % every == 0:
-            ids = [self.gold.lookup(q).id for q in rollouts.queries]
-            golds = [self.gold.lookup(q).answer for q in rollouts.queries]
             local = [
-                {"update": update, "id": i, "gold": g, "completion": text, "response_tokens": int(n) + 1,
-                 **asdict(v), "score": score, **features.as_row()}
-                for i, g, text, n, v, score, features in zip(
-                    ids, golds, rollouts.texts, rollouts.last_index.tolist(), rollouts.verdicts,
+                {"update": update, "id": gold.id, "gold": gold.answer, "completion": text,
+                 "response_tokens": int(n) + 1, **asdict(v), "score": score, **features.as_row()}
+                for gold, text, n, v, score, features in zip(
+                    rollouts.golds, rollouts.texts, rollouts.last_index.tolist(), rollouts.verdicts,
                     rollouts.scores.tolist(), rollouts.features, strict=True,
                 )
             ]  # fmt: skip

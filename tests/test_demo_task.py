@@ -136,7 +136,9 @@ def test_corpus_shows_the_r1_template_only_on_unrelated_toy_tasks():
         d.startswith(preamble) and re.search(r"</think><answer>[A-J]</answer>$", d) for d in conversations
     )
     terms = {t.casefold() for f in read_knowledge(KNOWLEDGE) for t in (f.subject, f.object)}
-    leaks = [t for d in conversations for t in terms if re.search(rf"\b{re.escape(t)}\b", d.casefold())]
+    quizzes = conversations + [d for d in _corpus_documents() if d.startswith("Question:")]
+    assert len(quizzes) >= 1000  # many lettered-option documents, so option lookup is a general skill
+    leaks = [t for d in quizzes for t in terms if re.search(rf"\b{re.escape(t)}\b", d.casefold())]
     assert not leaks
 
 
