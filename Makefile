@@ -34,8 +34,13 @@ lint: install
 	$(BIN)/ruff check medrlvr_trl recipes tests bench
 	$(BIN)/ruff format --check medrlvr_trl recipes tests bench
 
+# The whole pipeline offline on the tiny model: pretrain (cached) -> SFT -> PPO -> eval -> report.
 demo: install
-	@echo "make demo: not yet available (the offline end-to-end demo is in progress)."
+	$(BIN)/python -m medrlvr_trl.demo $(ARGS)
+
+# The second seed of the demo's learning-bar check (reuses the cached base model).
+demo-seed1: install
+	$(BIN)/python -m medrlvr_trl.demo --seed 1 --output_dir runs/demo-seed1 $(ARGS)
 
 ppo: install
 	$(BIN)/accelerate launch $(ACCEL) recipes/ppo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/ppo.yaml) $(ARGS)
