@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/build/torch_extensions
 
-.PHONY: install test test-fast lint demo sft ppo eval bench clean
+.PHONY: install test test-fast lint demo demo-seed1 tiny ppo grpo rloo sft sft-grid eval dynamics bench clean
 
 install: $(STAMP)
 
@@ -42,8 +42,41 @@ demo: install
 demo-seed1: install
 	$(BIN)/python -m medrlvr_trl.demo --seed 1 --output_dir runs/demo-seed1 $(ARGS)
 
-ppo: install
+# The offline tiny model the tiny configs point at (cached: rebuilt only when its inputs change).
+tiny: install
+	$(BIN)/python -m medrlvr_trl.tiny --out build/tiny
+
+# CONFIG picks the recipe YAML, ACCEL the accelerate flags (e.g. ACCEL="--config_file launch/zero3.yaml"),
+# ARGS any field overrides (e.g. ARGS="--learning_rate 1e-6").
+ppo: tiny
 	$(BIN)/accelerate launch $(ACCEL) recipes/ppo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/ppo.yaml) $(ARGS)
+
+grpo: tiny
+	$(BIN)/accelerate launch $(ACCEL) recipes/grpo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/grpo.yaml) $(ARGS)
+
+rloo: tiny
+	$(BIN)/accelerate launch $(ACCEL) recipes/rloo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/rloo.yaml) $(ARGS)
+
+sft: tiny
+	$(BIN)/accelerate launch $(ACCEL) recipes/sft_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/sft.yaml) $(ARGS)
+
+sft-grid: tiny
+	$(BIN)/python recipes/sft_grid.py --config $(or $(CONFIG),recipes/configs/tiny/sft_grid.yaml) $(ARGS)
+
+# MODELS="label=path[:cot|:direct],..." evaluates any models instead of the config's list.
+eval: tiny
+	$(BIN)/accelerate launch $(ACCEL) recipes/eval_mcqa.py --config $(or $(CONFIG),recipes/configs/tiny/eval.yaml) $(if $(MODELS),--models "$(MODELS)") $(ARGS)
+
+dynamics: install
+	@test -n "$(RUN)" || { echo "usage: make dynamics RUN=<ppo, grpo or rloo output_dir>"; exit 2; }
+	$(BIN)/python recipes/dynamics_report.py --run $(RUN)
+
+# Prints the tables and keeps them in runs/bench/; docs/benchmarks.md explains them.
+bench: install
+	mkdir -p runs/bench
+	$(BIN)/python bench/bench_verifier.py --n 20000 | tee runs/bench/verifier.md
+	$(BIN)/python bench/bench_eval.py | tee runs/bench/eval.md
+	$(BIN)/python bench/bench_ppo.py --updates 8 | tee runs/bench/ppo.md
 
 clean:
 	rm -rf build runs
