@@ -32,9 +32,8 @@ from transformers import PreTrainedTokenizerBase
 from trl import GRPOConfig, ModelConfig, RLOOConfig, get_peft_config
 
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config
-from medrlvr_trl.data import DataSourceError, load_mcqa
-from medrlvr_trl.modeling import ModelSourceError, load_tokenizer
 from medrlvr_trl.prompts import build_prompt, get_template
+from medrlvr_trl.recipe_setup import load_rows_and_tokenizer, model_card_text, setup_logging
 from medrlvr_trl.rollout_log import RolloutLog
 from medrlvr_trl.trl_rewards import reward_functions
 from medrlvr_trl.verifier_options import VerifierOptions
@@ -258,7 +257,13 @@ def save_final_model(trainer: Any, info: dict[str, Any]) -> Path:
     else:
         trainer.save_model(str(out))  # unwraps DDP/DeepSpeed, gathers ZeRO-3 weights, saves the tokenizer
     if accelerator.is_main_process:
-        (out / "README.md").write_text(_model_card_text(info))
+        (out / "README.md").write_text(
+            model_card_text(
+                f"Med-RLVR {str(info.get('kind', '')).upper()} policy",
+                "Trained with medrlvr-trl: critic-free policy gradient whose reward is a rule-based verifier.",
+                info,
+            )
+        )
         (out / RUN_INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
         logger.info("saved final policy to %s", out)
     accelerator.wait_for_everyone()
@@ -273,44 +278,19 @@ def _is_peft(model: Any) -> bool:
     return isinstance(getattr(model, "module", model), PeftModel)
 
 
-def _model_card_text(info: dict[str, Any]) -> str:
-    lines = [
-        f"# Med-RLVR {str(info.get('kind', '')).upper()} policy",
-        "",
-        "Trained with medrlvr-trl: critic-free policy gradient whose reward is a rule-based verifier.",
-        "",
-    ]
-    lines += [f"- **{key}**: {value}" for key, value in info.items() if not isinstance(value, dict)]
-    for key, value in info.items():
-        if isinstance(value, dict):
-            lines += ["", f"## {key}", ""] + [f"- {k}: {v}" for k, v in value.items()]
-    return "\n".join(lines) + "\n"
-
-
 # --------------------------------------------------------------------------- the recipe
 
 
 def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequence[str] | None = None) -> None:
     """Parse the config, build data, reward functions and trainer, train, and save the final policy."""
     script_args, args, model_args = parse_config([MCQAScriptArguments, config_class, ModelConfig], argv)
-    _setup_logging()
+    setup_logging()
     get_template(script_args.prompt_template)  # unknown template names fail before anything loads
     if script_args.dry_run:
         _dry_run(script_args, args, model_args)
         return
 
-    try:
-        rows = load_mcqa(
-            script_args.dataset_name,
-            script_args.dataset_train_split,
-            category=script_args.dataset_category,
-            limit=script_args.max_train_samples,
-        )
-        tokenizer = load_tokenizer(model_args.model_name_or_path, revision=model_args.model_revision)
-    except (DataSourceError, ModelSourceError) as err:
-        tiny = f"recipes/configs/tiny/{kind}.yaml"
-        hint = f"To try the recipe offline: python recipes/{kind}_medqa.py --config {tiny}"
-        raise type(err)(f"{err}\n{hint}") from None
+    rows, tokenizer = load_rows_and_tokenizer(script_args, model_args, recipe=kind)
     dataset = prompt_dataset(
         rows, tokenizer, template=script_args.prompt_template, max_prompt_length=args.max_prompt_length
     )
@@ -384,11 +364,3 @@ def _last_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
     keys = ("verifier/reward", "verifier/format_ok", "verifier/accuracy", "verifier/response_length", "kl")
     last = next((row for row in reversed(log_history) if "verifier/reward" in row), {})
     return {key: round(last[key], 4) for key in keys if key in last}
-
-
-def _setup_logging() -> None:
-    rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )

@@ -43,6 +43,7 @@ from trl.trainer.utils import selective_log_softmax
 from medrlvr_trl import runlog
 from medrlvr_trl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from medrlvr_trl.dynamics import CompletionFeatures, completion_features, summarise
+from medrlvr_trl.recipe_setup import model_card_text
 from medrlvr_trl.rewards import Verdict
 from medrlvr_trl.runlog import COMPLETIONS_FILE, METRICS_FILE
 from medrlvr_trl.verifier_options import VerifierOptions
@@ -565,7 +566,13 @@ class MedRLVRPPOTrainer(PPOTrainer):
             self.processing_class.save_pretrained(staging)
             info = {"kind": "ppo", "prompt_template": "r1", "answer_mode": "cot", **(model_card or {})}
             (staging / "run_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-            (staging / "README.md").write_text(_model_card_text(info))
+            (staging / "README.md").write_text(
+                model_card_text(
+                    "Med-RLVR PPO policy",
+                    "Trained with medrlvr-trl: PPO whose reward is a rule-based verifier.",
+                    info,
+                )
+            )
             names = sorted(p.name for p in staging.iterdir())
             for name in sorted(names, key=lambda n: n == "config.json"):
                 os.replace(staging / name, out / name)
@@ -611,17 +618,3 @@ def _verifier_reward_seam():
         yield
     finally:
         trl_ppo.get_reward = original
-
-
-def _model_card_text(info: dict[str, Any]) -> str:
-    lines = [
-        "# Med-RLVR PPO policy",
-        "",
-        "Trained with medrlvr-trl: PPO whose reward is a rule-based verifier.",
-        "",
-    ]
-    lines += [f"- **{key}**: {value}" for key, value in info.items() if not isinstance(value, dict)]
-    for key, value in info.items():
-        if isinstance(value, dict):
-            lines += ["", f"## {key}", ""] + [f"- {k}: {v}" for k, v in value.items()]
-    return "\n".join(lines) + "\n"

@@ -22,15 +22,14 @@ from trl import ModelConfig, get_peft_config
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config  # noqa: E402
-from medrlvr_trl.data import DataSourceError, load_mcqa  # noqa: E402
-from medrlvr_trl.modeling import ModelSourceError, load_policy, load_tokenizer, load_value_model  # noqa: E402
+from medrlvr_trl.modeling import load_policy, load_value_model  # noqa: E402
 from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer, plan_batches  # noqa: E402
 from medrlvr_trl.prompts import get_template  # noqa: E402
+from medrlvr_trl.recipe_setup import load_rows_and_tokenizer, setup_logging  # noqa: E402
 from medrlvr_trl.verifier_reward import tokenize_prompts  # noqa: E402
 
 logger = logging.getLogger("ppo_medqa")
 
-OFFLINE_HINT = "To try the recipe offline, use the tiny config: python recipes/ppo_medqa.py --config recipes/configs/tiny/ppo.yaml"
 MEDQA_TRAIN_ROWS = 10_178  # reference/med-rlvr.md, Data; used only by --dry_run, which loads nothing
 
 
@@ -38,23 +37,14 @@ def main(argv: list[str] | None = None) -> None:
     script_args, ppo_args, model_args = parse_config(
         [MCQAScriptArguments, MedRLVRPPOConfig, ModelConfig], argv
     )
-    _setup_logging()
+    setup_logging()
     get_template(script_args.prompt_template)  # unknown template names fail before anything loads
 
     if script_args.dry_run:
         _dry_run(script_args, ppo_args, model_args)
         return
 
-    try:
-        rows = load_mcqa(
-            script_args.dataset_name,
-            script_args.dataset_train_split,
-            category=script_args.dataset_category,
-            limit=script_args.max_train_samples,
-        )
-        tokenizer = load_tokenizer(model_args.model_name_or_path, revision=model_args.model_revision)
-    except (DataSourceError, ModelSourceError) as err:
-        raise type(err)(f"{err}\n{OFFLINE_HINT}") from None
+    rows, tokenizer = load_rows_and_tokenizer(script_args, model_args, recipe="ppo")
     train_dataset, gold = tokenize_prompts(
         rows, tokenizer, template=script_args.prompt_template, max_prompt_length=ppo_args.max_prompt_length
     )
@@ -137,14 +127,6 @@ def _last_metrics(trainer: MedRLVRPPOTrainer) -> dict[str, float]:
     )
     last = next((row for row in reversed(trainer.state.log_history) if "verifier/reward" in row), {})
     return {key: round(last[key], 4) for key in keys if key in last}
-
-
-def _setup_logging() -> None:
-    rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 if __name__ == "__main__":

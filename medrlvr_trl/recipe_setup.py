@@ -1,0 +1,56 @@
+"""What every RL recipe (PPO, GRPO, RLOO) does the same way before and after training: logging on
+the main process, reading the training rows and tokenizer with an offline hint, and the model card."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+from trl import ModelConfig
+
+from medrlvr_trl.configs import MCQAScriptArguments
+from medrlvr_trl.data import DataSourceError, load_mcqa
+from medrlvr_trl.modeling import ModelSourceError, load_tokenizer
+
+
+def setup_logging() -> None:
+    """INFO on the main process, warnings only elsewhere (one log, not one per GPU)."""
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def load_rows_and_tokenizer(
+    script_args: MCQAScriptArguments, model_args: ModelConfig, *, recipe: str
+) -> tuple[Dataset, PreTrainedTokenizerBase]:
+    """The training rows and the tokenizer; without Hub access the error names the offline config."""
+    try:
+        rows = load_mcqa(
+            script_args.dataset_name,
+            script_args.dataset_train_split,
+            category=script_args.dataset_category,
+            limit=script_args.max_train_samples,
+        )
+        tokenizer = load_tokenizer(model_args.model_name_or_path, revision=model_args.model_revision)
+    except (DataSourceError, ModelSourceError) as err:
+        hint = (
+            f"To try the recipe offline, use the tiny config: python recipes/{recipe}_medqa.py "
+            f"--config recipes/configs/tiny/{recipe}.yaml"
+        )
+        raise type(err)(f"{err}\n{hint}") from None
+    return rows, tokenizer
+
+
+def model_card_text(title: str, summary: str, info: dict[str, Any]) -> str:
+    """A short markdown card: flat entries as a list, nested ones (hyperparameters, metrics) as sections."""
+    lines = [f"# {title}", "", summary, ""]
+    lines += [f"- **{key}**: {value}" for key, value in info.items() if not isinstance(value, dict)]
+    for key, value in info.items():
+        if isinstance(value, dict):
+            lines += ["", f"## {key}", ""] + [f"- {k}: {v}" for k, v in value.items()]
+    return "\n".join(lines) + "\n"
