@@ -22,14 +22,17 @@ so a test question never repeats a training question, and answering it needs kno
 pretraining rather than from the training questions. The OOD file draws on every health fact
 (train and test facts alike): its shift is in phrasing, question direction and option count.
 
-Tag format. The base model never sees the medical task in the R1 template, but it has seen the
-template: about one corpus document in ten (a sixth of its bytes) is a conversation rendered with
-`medrlvr_trl.prompts.build_prompt` (the paper's R1 template, lettered options) on a toy task (which
-number is largest, which letter follows another, which word names an animal, ...), answered as
-" <think> reasoning </think><answer>B</answer>". This plays the part of the web text through which a
-real base model has met such formats: when PPO starts, the format is familiar and the medical task
-in it is new. Because the conversations use `build_prompt`, a change to the
-prompt template changes the corpus; the regeneration test then asks for the data to be rebuilt.
+Tag format and option lookup. The base model never sees the medical task in the R1 template, but
+it has seen the template and lettered options: a few hundred corpus documents are conversations
+rendered with `medrlvr_trl.prompts.build_prompt` (the paper's R1 template, lettered options) on toy
+tasks and everyday quizzes (which number is largest, the capital of a country, the sound an animal
+makes, a made-up name stated just before the question, ...), answered as
+" <think> reasoning </think><answer>B</answer>"; more are the same quizzes as plain text and answer
+keys ("Stibasa is option B."). This plays the part of the web text through which a real base model
+has met such formats and learned to find an option's letter from its text: when PPO starts, the
+format is familiar and the medical task in it is new. Because the conversations use `build_prompt`,
+a change to the prompt template changes the corpus; the regeneration test then asks for the data to
+be rebuilt.
 
 Everything is seeded: the same table and seed give byte-identical files.
 
@@ -67,8 +70,9 @@ OOD_HEALTH_ROWS = 200
 PROSE_PASSES = 2  # each (fact, phrasing) sentence appears this many times in the corpus
 FILLER_DOCUMENTS = 60
 TOY_CONVERSATIONS = 60
-QUIZ_CONVERSATIONS = 360  # R1-template quizzes on everyday knowledge (lettered options)
-QUIZ_PAGES = 700  # the same kind of quizzes as plain text ("Question: ... Answer: C")
+QUIZ_CONVERSATIONS = 300  # R1-template quizzes on everyday knowledge (lettered options)
+QUIZ_PAGES = 300  # the same kind of quizzes as plain text ("Question: ... Answer: C")
+MATCHING_EXERCISES = 1800  # answer keys: every option of a list found again by its letter
 MIN_QUIZ_OPTIONS = 2
 MAX_QUIZ_OPTIONS = 10
 
@@ -658,6 +662,7 @@ def _toy_conversation(rng: random.Random, deck: _PositionDeck) -> str:
 # Everyday knowledge for the lettered-option documents: (noun phrase with {s}, reverse question with
 # {o}, pairs subject -> object). A web-trained base model has read many such quizzes; none of these
 # words is a term of the medical knowledge table (a corpus test checks it).
+# fmt: off
 _EVERYDAY_FACTS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
     ("the capital of {s}", "{O} is the capital of which of the following?", (
         ("France", "Paris"), ("Spain", "Madrid"), ("Italy", "Rome"), ("Germany", "Berlin"),
@@ -710,7 +715,7 @@ _EVERYDAY_FACTS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
     ("the home of a {s}", "A {o} is the home of which of the following?", (
         ("bee", "hive"), ("bird", "nest"), ("rabbit", "burrow"), ("spider", "web"), ("horse", "stable"),
         ("pig", "sty"), ("dog", "kennel"), ("lion", "den"), ("beaver", "lodge"), ("ant", "anthill"),
-        ("monk", "monastery"), ("king", "palace"), ("cow", "barn"), ("hen", "coop"), ("eskimo", "igloo"),
+        ("monk", "monastery"), ("king", "palace"), ("cow", "barn"), ("hen", "coop"), ("fox", "den"),
     )),
     ("the main tool of a {s}", "A {o} is the main tool of which of the following?", (
         ("painter", "brush"), ("carpenter", "saw"), ("gardener", "rake"), ("tailor", "needle"),
@@ -737,10 +742,13 @@ _EVERYDAY_FACTS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
         ("the Kentucky Derby", "horse racing"), ("the NBA Finals", "basketball"),
     )),
 )
+# fmt: on
+# fmt: off
 _NUMBER_WORDS = (
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
     "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
-)  # fmt: skip
+)
+# fmt: on
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = (
     "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
@@ -777,7 +785,8 @@ _SYLLABLES = (
 def _pseudo_word(rng: random.Random) -> str:
     """A made-up word of 2 to 4 syllables, sometimes two of them: stands for any unfamiliar term."""
     words = [
-        "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4))) for _ in range(rng.choice((1, 1, 2)))
+        "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4)))
+        for _ in range(rng.choice((1, 1, 2)))
     ]
     return " ".join(words)
 
@@ -889,6 +898,25 @@ def _quiz_page(rng: random.Random, deck: _PositionDeck) -> str:
     return "\n".join(lines)
 
 
+def _matching_exercise(rng: random.Random) -> str:
+    """An answer key, as worksheets print one: a lettered list, then each item found by its letter.
+
+    Every line after the list is a lookup ("X is option C."), so these short documents are where the
+    base model practises finding an option's letter from its text, on words it has never seen.
+    """
+    n_options = rng.randint(MIN_QUIZ_OPTIONS, MAX_QUIZ_OPTIONS)
+    if rng.random() < 0.5:
+        words = list(dict.fromkeys(_capitalise(_pseudo_word(rng)) for _ in range(n_options + 4)))
+    else:
+        everyday = sorted({text for _, _, pairs in _EVERYDAY_FACTS for pair in pairs for text in pair})
+        words = rng.sample(everyday, n_options)
+    words = words[:n_options]
+    lines = ["Options:"] + [f"{LETTERS[i]}. {word}" for i, word in enumerate(words)]
+    asked = rng.sample(range(len(words)), len(words))
+    lines += [f"{_capitalise(words[i])} is option {LETTERS[i]}." for i in asked]
+    return "\n".join(lines)
+
+
 def _fact_paragraphs(facts: Sequence[Fact], rng: random.Random) -> Iterator[str]:
     for relation in dict.fromkeys(f.relation for f in facts):
         sentences = [
@@ -916,6 +944,7 @@ def build_corpus(facts: Sequence[Fact], rng: random.Random) -> str:
     quiz_deck = _PositionDeck(quiz_rng)
     documents += [_quiz_conversation(quiz_rng, quiz_deck) for _ in range(QUIZ_CONVERSATIONS)]
     documents += [_quiz_page(quiz_rng, quiz_deck) for _ in range(QUIZ_PAGES)]
+    documents += [_matching_exercise(quiz_rng) for _ in range(MATCHING_EXERCISES)]
     rng.shuffle(documents)
     return "\n\n".join(documents) + "\n"
 
@@ -980,9 +1009,12 @@ Facts per relation: {relations}.
   ask for the subject. It draws on all health facts, train and test alike. The {n_other} rows with
   category `biology` are there so that loading with `category="health"` has rows to remove.
 - Corpus: every fact in {n_phrasings} prose phrasings, {PROSE_PASSES} times each, everyday filler prose,
-  and {TOY_CONVERSATIONS} conversations in the R1 prompt template (`<think>`/`<answer>` tags, lettered
-  options) on unrelated toy tasks, so the base model has met the format but never the medical task
-  in it. Documents are separated by one blank line.
+  and lettered-option documents on everyday, non-medical topics (capitals, colours, animal sounds,
+  opposites, number words, made-up names, ...; 2 to {MAX_QUIZ_OPTIONS} options, gold letters balanced):
+  {TOY_CONVERSATIONS + QUIZ_CONVERSATIONS} conversations in the R1 prompt template
+  (`<think>`/`<answer>` tags), {QUIZ_PAGES} plain-text quizzes ("Question: ... Answer: C") and {MATCHING_EXERCISES} answer keys
+  ("X is option C."). So the base model has met the format and the option-lookup skill, but never
+  the medical task. Documents are separated by one blank line.
 - Gold letters are balanced across option positions.
 """
 
