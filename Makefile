@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/build/torch_extensions
 
-.PHONY: install test test-fast lint demo demo-seed1 tiny ppo grpo rloo sft sft-grid eval dynamics bench clean
+.PHONY: install test test-fast lint demo demo-seed1 demo-all tiny ppo grpo rloo sft sft-grid eval dynamics bench clean
 
 install: $(STAMP)
 
@@ -43,6 +43,14 @@ demo-seed1: install
 	$(BIN)/python -m medrlvr_trl.demo --seed 1 --output_dir runs/demo-seed1 $(ARGS)
 
 # The offline tiny model the tiny configs point at (cached: rebuilt only when its inputs change).
+# `make demo`, then GRPO and RLOO from the same cached base with as many completions as PPO, and one
+# table / figure for every method (runs/demo-all/eval).
+demo-all: demo
+	OMP_NUM_THREADS=1 $(BIN)/python recipes/grpo_medqa.py --config recipes/configs/demo/grpo.yaml $(ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python recipes/rloo_medqa.py --config recipes/configs/demo/rloo.yaml $(ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python recipes/eval_mcqa.py --config recipes/configs/demo/eval.yaml \
+	    --output_dir runs/demo-all/eval --models "base-direct=build/demo/base:direct,base-cot=build/demo/base:cot,sft=runs/demo/sft,ppo=runs/demo/ppo,grpo=runs/demo-all/grpo,rloo=runs/demo-all/rloo"
+
 tiny: install
 	$(BIN)/python -m medrlvr_trl.tiny --out build/tiny
 
