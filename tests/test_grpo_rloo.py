@@ -179,14 +179,15 @@ def _parse(config_class, config: Path, *extra: str):
 
 
 @pytest.mark.parametrize(
-    ("ppo_config", "suffix"), [("ppo_qwen2.5-3b.yaml", "_qwen2.5-3b.yaml"), ("tiny/ppo.yaml", ".yaml")]
+    ("ppo_config", "suffix"),
+    [("ppo_qwen2.5-3b.yaml", "_qwen2.5-3b.yaml"), ("tiny/ppo.yaml", ".yaml"), ("demo/ppo.yaml", ".yaml")],
 )
 @pytest.mark.parametrize("kind", ["grpo", "rloo"])
 def test_configs_generate_as_many_completions_as_ppo(kind, ppo_config, suffix):
     train_rows = MEDQA_TRAIN_ROWS if suffix.startswith("_") else 64
     ppo = _parse(MedRLVRPPOConfig, CONFIGS / ppo_config, "--bf16", "false")
     ppo_plan = plan_batches(ppo, 1, train_rows)
-    folder = CONFIGS if suffix.startswith("_") else CONFIGS / "tiny"
+    folder = (CONFIGS / ppo_config).parent
     args = _parse(RECIPES[kind][1], folder / f"{kind}{suffix}", "--bf16", "false")
     plan = plan_generations(args, train_rows)
     assert plan.total_completions == ppo_plan.num_updates * ppo_plan.rollouts_per_update
