@@ -64,7 +64,7 @@ class MedRLVRPPOConfig(VerifierOptions, PPOConfig):
     optimizer steps make one pass over an update's rollouts. So each process samples
     `per_device_train_batch_size * gradient_accumulation_steps * num_mini_batches` responses per
     update. (TRL's own trainer counts rollouts as micro-batch x accumulation and then steps the
-    optimizer only once per update when `num_mini_batches > 1`.)
+    optimizer only once per pass over the rollouts when `num_mini_batches > 1`.)
     """
 
     value_model_name_or_path: str | None = field(
