@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +32,12 @@ from trl import GRPOConfig, ModelConfig, RLOOConfig, get_peft_config
 
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config
 from medrlvr_trl.prompts import build_prompt, get_template
-from medrlvr_trl.recipe_setup import load_rows_and_tokenizer, model_card_text, setup_logging
+from medrlvr_trl.recipe_setup import (
+    load_rows_and_tokenizer,
+    log_dry_run,
+    model_card_text,
+    setup_logging,
+)
 from medrlvr_trl.rollout_log import RolloutLog
 from medrlvr_trl.trl_rewards import reward_functions
 from medrlvr_trl.verifier_options import VerifierOptions
@@ -42,7 +46,6 @@ from medrlvr_trl.verifier_reward import tokenize_prompts
 logger = logging.getLogger(__name__)
 
 RUN_INFO_FILE = "run_info.json"  # read by medrlvr_trl.evaluation: answer mode and prompt template
-MEDQA_TRAIN_ROWS = 10_178  # reference/med-rlvr.md, Data; used only by --dry_run, which loads nothing
 CARD_KEYS = (
     "learning_rate",
     "beta",
@@ -287,7 +290,7 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
     setup_logging()
     get_template(script_args.prompt_template)  # unknown template names fail before anything loads
     if script_args.dry_run:
-        _dry_run(script_args, args, model_args)
+        log_dry_run(script_args, model_args, args, lambda rows: plan_generations(args, rows))
         return
 
     rows, tokenizer = load_rows_and_tokenizer(script_args, model_args, recipe=kind)
@@ -340,24 +343,6 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
         },
     )
     trainer.accelerator.end_training()
-
-
-def _dry_run(
-    script_args: MCQAScriptArguments, args: VerifierTrainingOptions, model_args: ModelConfig
-) -> None:
-    train_rows = script_args.max_train_samples or MEDQA_TRAIN_ROWS
-    plan = plan_generations(args, train_rows)
-    if int(os.environ.get("RANK", "0")) == 0:
-        logger.info("script arguments: %s", script_args)
-        logger.info("model arguments: %s", model_args)
-        logger.info("training arguments: %s", args)
-        logger.info(
-            "generation plan for %d processes and %d training rows (%s):\n%s",
-            plan.world_size,
-            train_rows,
-            "--max_train_samples" if script_args.max_train_samples else "MedQA train size, not loaded",
-            plan.describe(),
-        )
 
 
 def _last_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:

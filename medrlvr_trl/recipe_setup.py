@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from datasets import Dataset
@@ -14,6 +15,8 @@ from trl import ModelConfig
 from medrlvr_trl.configs import MCQAScriptArguments
 from medrlvr_trl.data import DataSourceError, load_mcqa
 from medrlvr_trl.modeling import ModelSourceError, load_tokenizer
+
+logger = logging.getLogger(__name__)
 
 
 def setup_logging() -> None:
@@ -44,6 +47,28 @@ def load_rows_and_tokenizer(
         )
         raise type(err)(f"{err}\n{hint}") from None
     return rows, tokenizer
+
+
+# MedQA-USMLE train size (docs/paper.md, Data): what `--dry_run`, which loads nothing, plans for.
+MEDQA_TRAIN_ROWS = 10_178
+
+
+def log_dry_run(
+    script_args: MCQAScriptArguments,
+    model_args: ModelConfig,
+    training_args: Any,
+    plan_for: Callable[[int], Any],
+) -> None:
+    """Print the resolved configuration and `plan_for(train_rows).describe()` on the main process."""
+    train_rows = script_args.max_train_samples or MEDQA_TRAIN_ROWS
+    plan = plan_for(train_rows)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    logger.info("script arguments: %s", script_args)
+    logger.info("model arguments: %s", model_args)
+    logger.info("training arguments: %s", training_args)
+    source = "--max_train_samples" if script_args.max_train_samples else "MedQA train size, not loaded"
+    logger.info("plan for %d training rows (%s):\n%s", train_rows, source, plan.describe())
 
 
 def model_card_text(title: str, summary: str, info: dict[str, Any]) -> str:

@@ -25,12 +25,10 @@ from medrlvr_trl.configs import MCQAScriptArguments, parse_config  # noqa: E402
 from medrlvr_trl.modeling import load_policy, load_value_model  # noqa: E402
 from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer, plan_batches  # noqa: E402
 from medrlvr_trl.prompts import get_template  # noqa: E402
-from medrlvr_trl.recipe_setup import load_rows_and_tokenizer, setup_logging  # noqa: E402
+from medrlvr_trl.recipe_setup import load_rows_and_tokenizer, log_dry_run, setup_logging  # noqa: E402
 from medrlvr_trl.verifier_reward import tokenize_prompts  # noqa: E402
 
 logger = logging.getLogger("ppo_medqa")
-
-MEDQA_TRAIN_ROWS = 10_178  # reference/med-rlvr.md, Data; used only by --dry_run, which loads nothing
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     get_template(script_args.prompt_template)  # unknown template names fail before anything loads
 
     if script_args.dry_run:
-        _dry_run(script_args, ppo_args, model_args)
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        log_dry_run(script_args, model_args, ppo_args, lambda rows: plan_batches(ppo_args, world_size, rows))
         return
 
     rows, tokenizer = load_rows_and_tokenizer(script_args, model_args, recipe="ppo")
@@ -98,23 +97,6 @@ def main(argv: list[str] | None = None) -> None:
         }
     )
     trainer.accelerator.end_training()  # tear the process group down before exit (ZeRO-3 aborts otherwise)
-
-
-def _dry_run(script_args: MCQAScriptArguments, ppo_args: MedRLVRPPOConfig, model_args: ModelConfig) -> None:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    train_rows = script_args.max_train_samples or MEDQA_TRAIN_ROWS
-    plan = plan_batches(ppo_args, world_size, train_rows)
-    if int(os.environ.get("RANK", "0")) == 0:
-        logger.info("script arguments: %s", script_args)
-        logger.info("model arguments: %s", model_args)
-        logger.info("ppo arguments: %s", ppo_args)
-        logger.info(
-            "batch plan for %d processes and %d training rows (%s):\n%s",
-            world_size,
-            train_rows,
-            "--max_train_samples" if script_args.max_train_samples else "MedQA train size, not loaded",
-            plan.describe(),
-        )
 
 
 def _last_metrics(trainer: MedRLVRPPOTrainer) -> dict[str, float]:

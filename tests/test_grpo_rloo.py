@@ -18,7 +18,6 @@ from trl import ModelConfig
 from medrlvr_trl import runlog
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config
 from medrlvr_trl.critic_free import (
-    MEDQA_TRAIN_ROWS,
     MedRLVRGRPOConfig,
     MedRLVRRLOOConfig,
     plan_generations,
@@ -30,6 +29,7 @@ from medrlvr_trl.evaluation import resolve_model
 from medrlvr_trl.modeling import load_tokenizer
 from medrlvr_trl.ppo import MedRLVRPPOConfig, plan_batches
 from medrlvr_trl.prompts import build_prompt
+from medrlvr_trl.recipe_setup import MEDQA_TRAIN_ROWS
 from medrlvr_trl.reward_terms import RewardMix
 from medrlvr_trl.rewards import RewardValues, verify
 from medrlvr_trl.rollout_log import COMPLETIONS_FILE, METRICS_FILE, RolloutLog
