@@ -1,0 +1,171 @@
+"""How many training steps the demo-size model needs to learn option lookup, isolated from everything else.
+
+To answer a multiple-choice question a model must find the letter of the option whose text it has in
+mind: an in-context lookup ("Key: tailor is option" -> the letter printed before " tailor" in the
+list). `make demo`'s learning bar needs its tiny base model to have this skill after a few minutes of
+CPU pretraining. This benchmark trains a freshly initialised model of the demo's shape on nothing but
+answer keys and reports, over steps and seconds, how often it picks the right letter.
+
+Each training row is one answer key over single-token words of the demo corpus:
+
+    Options:
+    A. tailor
+    B. lime
+    C. hive
+    Key: hive is option C.
+    Key: tailor is option A.
+    ...
+
+Every option is asked once, so a row holds 2 to `--max_options` lookups. `--loss letter` puts the loss
+on the letters only (the densest signal for this skill); `--loss all` is plain language modelling.
+The probe asks one key of a fresh `--probe_options`-option list (chance 1 / that) over words that also
+appear in training, so their embeddings are trained and only the lookup itself is measured.
+
+    python bench/bench_lookup_learning.py --steps 3000                   # 2-6 options, probe 5
+    python bench/bench_lookup_learning.py --steps 1500 --max_options 2 --probe_options 2  # control
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+from machine import machine_line
+from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+from medrlvr_trl.pretrain import DEFAULT_CORPUS, demo_tiny_spec
+from medrlvr_trl.prompts import LETTERS
+from medrlvr_trl.tiny import build_tiny
+
+IGNORE = -100
+
+
+def single_token_words(tokenizer, corpus: str) -> list[str]:
+    """Lower-case corpus words that the tokenizer encodes, with their leading space, as one token."""
+    words = {w for w in corpus.split() if w.isalpha() and w.islower()}
+    return sorted(w for w in words if len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1)
+
+
+class AnswerKeys:
+    """Answer-key rows as token ids and labels (`IGNORE` where no loss is taken)."""
+
+    def __init__(self, tokenizer, words: list[str], *, max_options: int, loss: str, seed: int) -> None:
+        self.tokenizer, self.words, self.max_options, self.loss = tokenizer, words, max_options, loss
+        self.rng = random.Random(seed)
+        self.letter_ids = [self._ids(" " + letter)[0] for letter in LETTERS[:max_options]]
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def options_header(self, words: list[str]) -> list[int]:
+        return self._ids("Options:\n" + "".join(f"{LETTERS[i]}. {w}\n" for i, w in enumerate(words)))
+
+    def row(self) -> tuple[list[int], list[int]]:
+        words = self.rng.sample(self.words, self.rng.randint(2, self.max_options))
+        ids = self.options_header(words)
+        labels = [IGNORE] * len(ids)
+        for index in self.rng.sample(range(len(words)), len(words)):
+            question, end = self._ids(f"Key: {words[index]} is option"), self._ids(".\n")
+            ids += question + [self.letter_ids[index]] + end
+            if self.loss == "letter":
+                labels += [IGNORE] * len(question) + [self.letter_ids[index]] + [IGNORE] * len(end)
+            else:
+                labels += question + [self.letter_ids[index]] + end
+        return ids, labels
+
+    def batch(self, size: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [self.row() for _ in range(size)]
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((size, width), pad_id)
+        labels = torch.full((size, width), IGNORE)
+        for i, (ids, row_labels) in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            labels[i, : len(row_labels)] = torch.tensor(row_labels)
+        return input_ids, labels
+
+    @torch.no_grad()
+    def probe(self, model, n: int, n_options: int) -> float:
+        """Accuracy of the model's most likely letter for one key of a fresh `n_options` list."""
+        correct = 0
+        for _ in range(n):
+            words = self.rng.sample(self.words, n_options)
+            gold = self.rng.randrange(n_options)
+            ids = self.options_header(words) + self._ids(f"Key: {words[gold]} is option")
+            logits = model(torch.tensor([ids])).logits[0, -1, self.letter_ids[:n_options]]
+            correct += int(logits.argmax().item() == gold)
+        return correct / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--learning_rate", type=float, default=3e-3)
+    parser.add_argument("--hidden_size", type=int, default=128)
+    parser.add_argument("--num_layers", type=int, default=2)
+    parser.add_argument("--max_options", type=int, default=6)
+    parser.add_argument("--probe_options", type=int, default=5)
+    parser.add_argument("--loss", choices=("letter", "all"), default="letter")
+    parser.add_argument("--probe_every", type=int, default=100)
+    parser.add_argument("--probe_size", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--build_dir", default="build/bench/lookup")
+    parser.add_argument("--out", default="runs/bench/lookup_learning.json")
+    args = parser.parse_args()
+    if not 2 <= args.probe_options <= args.max_options <= len(LETTERS):
+        parser.error("need 2 <= --probe_options <= --max_options <= 26")
+    torch.set_num_threads(1)
+
+    spec = demo_tiny_spec()
+    tokenizer = AutoTokenizer.from_pretrained(str(build_tiny(args.build_dir, spec).policy))
+    words = single_token_words(tokenizer, Path(DEFAULT_CORPUS).read_text(encoding="utf-8"))
+    keys = AnswerKeys(tokenizer, words, max_options=args.max_options, loss=args.loss, seed=args.seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden_size,
+        intermediate_size=3 * args.hidden_size,
+        num_hidden_layers=args.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(args.seed)
+    model = Qwen2ForCausalLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.95))
+
+    print(machine_line())
+    print(
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(words)} words, "
+        f"loss on {args.loss}, batch {args.batch_size}, lr {args.learning_rate}\n"
+    )
+    chance = f"{args.probe_options} options, chance {100 / args.probe_options:.0f}%"
+    print(f"| step | seconds | loss | probe accuracy ({chance}) |\n| ---: | ---: | ---: | ---: |")
+    curve, start, loss = [], time.perf_counter(), float("nan")
+    for step in range(args.steps + 1):
+        if step % args.probe_every == 0:
+            model.eval()
+            accuracy = keys.probe(model, args.probe_size, args.probe_options)
+            model.train()
+            seconds = time.perf_counter() - start
+            curve.append({"step": step, "seconds": round(seconds, 1), "loss": loss, "probe": accuracy})
+            print(f"| {step} | {seconds:.0f} | {loss:.3f} | {100 * accuracy:.1f}% |", flush=True)
+        if step == args.steps:
+            break
+        input_ids, labels = keys.batch(args.batch_size, tokenizer.pad_token_id)
+        output = model(input_ids=input_ids, labels=labels)
+        output.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss = round(output.loss.item(), 4)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"args": vars(args), "curve": curve}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
