@@ -55,6 +55,7 @@ class AnswerKeys:
 
     def __init__(self, tokenizer, words: list[str], *, max_options: int, loss: str, seed: int) -> None:
         self.tokenizer, self.words, self.max_options, self.loss = tokenizer, words, max_options, loss
+        self.options_cap = max_options  # rows have 2 to this many options; a curriculum raises it
         self.rng = random.Random(seed)
         self.letter_ids = [self._ids(" " + letter)[0] for letter in LETTERS[:max_options]]
 
@@ -65,7 +66,7 @@ class AnswerKeys:
         return self._ids("Options:\n" + "".join(f"{LETTERS[i]}. {w}\n" for i, w in enumerate(words)))
 
     def row(self) -> tuple[list[int], list[int]]:
-        words = self.rng.sample(self.words, self.rng.randint(2, self.max_options))
+        words = self.rng.sample(self.words, self.rng.randint(2, self.options_cap))
         ids = self.options_header(words)
         labels = [IGNORE] * len(ids)
         for index in self.rng.sample(range(len(words)), len(words)):
@@ -100,6 +101,21 @@ class AnswerKeys:
         return correct / n
 
 
+def tie_query_key_init(model) -> None:
+    """Start every key projection equal to the query projection of its head group.
+
+    Then q . k is largest between identical tokens, a prior towards the matching a lookup needs
+    (the idea of "mimetic initialisation", Trockman & Kolter, ICML 2023); nothing stays tied.
+    """
+    config = model.config
+    group = config.num_attention_heads // config.num_key_value_heads
+    with torch.no_grad():
+        for layer in model.model.layers:
+            attention = layer.self_attn
+            query = attention.q_proj.weight.view(config.num_attention_heads, attention.head_dim, -1)
+            attention.k_proj.weight.copy_(query[::group].reshape_as(attention.k_proj.weight))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1000)
@@ -110,6 +126,10 @@ def main() -> None:
     parser.add_argument("--max_options", type=int, default=6)
     parser.add_argument("--probe_options", type=int, default=5)
     parser.add_argument("--loss", choices=("letter", "all"), default="letter")
+    parser.add_argument("--tied_qk_init", action="store_true", help="see tie_query_key_init")
+    parser.add_argument(
+        "--grow_options_every", type=int, default=0, help="curriculum: start at 2 options, +1 every N steps"
+    )
     parser.add_argument("--probe_every", type=int, default=100)
     parser.add_argument("--probe_size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
@@ -136,12 +156,15 @@ def main() -> None:
     )
     torch.manual_seed(args.seed)
     model = Qwen2ForCausalLM(config)
+    if args.tied_qk_init:
+        tie_query_key_init(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.95))
 
     print(machine_line())
     print(
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(words)} words, "
-        f"loss on {args.loss}, batch {args.batch_size}, lr {args.learning_rate}\n"
+        f"loss on {args.loss}, batch {args.batch_size}, lr {args.learning_rate}, tied q/k init "
+        f"{args.tied_qk_init}, options grow every {args.grow_options_every or '-'} steps\n"
     )
     chance = f"{args.probe_options} options, chance {100 / args.probe_options:.0f}%"
     print(f"| step | seconds | loss | probe accuracy ({chance}) |\n| ---: | ---: | ---: | ---: |")
@@ -156,6 +179,8 @@ def main() -> None:
             print(f"| {step} | {seconds:.0f} | {loss:.3f} | {100 * accuracy:.1f}% |", flush=True)
         if step == args.steps:
             break
+        if args.grow_options_every:
+            keys.options_cap = min(args.max_options, 2 + step // args.grow_options_every)
         input_ids, labels = keys.batch(args.batch_size, tokenizer.pad_token_id)
         output = model(input_ids=input_ids, labels=labels)
         output.loss.backward()
