@@ -50,11 +50,20 @@ def single_token_words(tokenizer, corpus: str) -> list[str]:
     return sorted(w for w in words if len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1)
 
 
-class AnswerKeys:
-    """Answer-key rows as token ids and labels (`IGNORE` where no loss is taken)."""
+class LookupRows:
+    """Training rows and probes for one row format, as token ids and labels (`IGNORE`: no loss).
 
-    def __init__(self, tokenizer, words: list[str], *, max_options: int, loss: str, seed: int) -> None:
-        self.tokenizer, self.words, self.max_options, self.loss = tokenizer, words, max_options, loss
+    `key`: the options list, then every option asked once ("Key: hive is option C.").
+    `scan`: the options list, a target word, then one line per option in order, the option's text
+    copied after its letter and marked yes or no ("C. hive yes"), then "Answer: C". The scan splits
+    the lookup into steps a small model may find easier: copy the text that follows a given letter
+    (the keys are always the same few letter tokens), and find the letter of the line marked yes.
+    """
+
+    def __init__(
+        self, tokenizer, words: list[str], *, row_format: str, max_options: int, loss: str, seed: int
+    ):
+        self.tokenizer, self.words, self.row_format, self.loss = tokenizer, words, row_format, loss
         self.options_cap = max_options  # rows have 2 to this many options; a curriculum raises it
         self.rng = random.Random(seed)
         self.letter_ids = [self._ids(" " + letter)[0] for letter in LETTERS[:max_options]]
@@ -65,17 +74,44 @@ class AnswerKeys:
     def options_header(self, words: list[str]) -> list[int]:
         return self._ids("Options:\n" + "".join(f"{LETTERS[i]}. {w}\n" for i, w in enumerate(words)))
 
-    def row(self) -> tuple[list[int], list[int]]:
-        words = self.rng.sample(self.words, self.rng.randint(2, self.options_cap))
+    def _labels(self, ids: list[int], scored: list[bool]) -> list[int]:
+        return [t if (keep or self.loss == "all") else IGNORE for t, keep in zip(ids, scored, strict=True)]
+
+    def key_row(self, words: list[str]) -> tuple[list[int], list[int]]:
         ids = self.options_header(words)
         labels = [IGNORE] * len(ids)
         for index in self.rng.sample(range(len(words)), len(words)):
-            question, end = self._ids(f"Key: {words[index]} is option"), self._ids(".\n")
-            ids += question + [self.letter_ids[index]] + end
-            if self.loss == "letter":
-                labels += [IGNORE] * len(question) + [self.letter_ids[index]] + [IGNORE] * len(end)
-            else:
-                labels += question + [self.letter_ids[index]] + end
+            question = self._ids(f"Key: {words[index]} is option")
+            part = question + [self.letter_ids[index]] + self._ids(".\n")
+            ids += part
+            labels += self._labels(part, [i == len(question) for i in range(len(part))])
+        return ids, labels
+
+    def scan_row(
+        self, words: list[str], gold: int
+    ) -> tuple[list[int], list[int], list[tuple[str, int, int]]]:
+        """A scan row and its probe points: (what, position that predicts it, expected token)."""
+        ids = self.options_header(words) + self._ids(f"Target: {words[gold]}\n")
+        labels = [IGNORE] * len(ids)
+        probes: list[tuple[str, int, int]] = []
+        for index, word in enumerate(words):
+            head, text = self._ids(f"{LETTERS[index]}."), self._ids(" " + word)[0]
+            mark = self._ids(" yes" if index == gold else " no")[0]
+            probes.append(("copy", len(ids) + len(head) - 1, text))
+            part = head + [text, mark] + self._ids("\n")
+            ids += part
+            labels += self._labels(part, [False] * len(head) + [True, True, False])
+        head = self._ids("Answer:")
+        probes.append(("letter", len(ids) + len(head) - 1, self.letter_ids[gold]))
+        ids += head + [self.letter_ids[gold]]
+        labels += self._labels(head + [self.letter_ids[gold]], [False] * len(head) + [True])
+        return ids, labels, probes
+
+    def row(self) -> tuple[list[int], list[int]]:
+        words = self.rng.sample(self.words, self.rng.randint(2, self.options_cap))
+        if self.row_format == "key":
+            return self.key_row(words)
+        ids, labels, _ = self.scan_row(words, self.rng.randrange(len(words)))
         return ids, labels
 
     def batch(self, size: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,16 +125,29 @@ class AnswerKeys:
         return input_ids, labels
 
     @torch.no_grad()
-    def probe(self, model, n: int, n_options: int) -> float:
-        """Accuracy of the model's most likely letter for one key of a fresh `n_options` list."""
-        correct = 0
+    def probe(self, model, n: int, n_options: int) -> dict[str, float]:
+        """Accuracies on `n` fresh `n_options` lists: `letter` (the answer's letter) and, for scan
+        rows, `copy` (an option's text after its letter). A key probe asks one key, so it cannot
+        be answered by elimination; a scan probe is scored teacher-forced."""
+        hits: dict[str, list[int]] = {}
         for _ in range(n):
             words = self.rng.sample(self.words, n_options)
             gold = self.rng.randrange(n_options)
-            ids = self.options_header(words) + self._ids(f"Key: {words[gold]} is option")
-            logits = model(torch.tensor([ids])).logits[0, -1, self.letter_ids[:n_options]]
-            correct += int(logits.argmax().item() == gold)
-        return correct / n
+            if self.row_format == "key":
+                ids = self.options_header(words) + self._ids(f"Key: {words[gold]} is option")
+                probes = [("letter", len(ids) - 1, self.letter_ids[gold])]
+            else:
+                ids, _, probes = self.scan_row(words, gold)
+            logits = model(torch.tensor([ids])).logits[0]
+            for what, position, expected in probes:
+                if what == "letter":  # the most likely of the listed letters
+                    guess = self.letter_ids[logits[position, self.letter_ids[:n_options]].argmax().item()]
+                else:
+                    guess = logits[position].argmax().item()
+                counts = hits.setdefault(what, [0, 0])
+                counts[0] += int(guess == expected)
+                counts[1] += 1
+        return {what: right / total for what, (right, total) in sorted(hits.items())}
 
 
 def tie_query_key_init(model) -> None:
@@ -125,6 +174,7 @@ def main() -> None:
     parser.add_argument("--num_layers", type=int, default=2)
     parser.add_argument("--max_options", type=int, default=6)
     parser.add_argument("--probe_options", type=int, default=5)
+    parser.add_argument("--format", choices=("key", "scan"), default="key", help="see LookupRows")
     parser.add_argument("--loss", choices=("letter", "all"), default="letter")
     parser.add_argument("--tied_qk_init", action="store_true", help="see tie_query_key_init")
     parser.add_argument(
@@ -143,7 +193,9 @@ def main() -> None:
     spec = demo_tiny_spec()
     tokenizer = AutoTokenizer.from_pretrained(str(build_tiny(args.build_dir, spec).policy))
     words = single_token_words(tokenizer, Path(DEFAULT_CORPUS).read_text(encoding="utf-8"))
-    keys = AnswerKeys(tokenizer, words, max_options=args.max_options, loss=args.loss, seed=args.seed)
+    rows = LookupRows(
+        tokenizer, words, row_format=args.format, max_options=args.max_options, loss=args.loss, seed=args.seed
+    )
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=args.hidden_size,
@@ -163,25 +215,28 @@ def main() -> None:
     print(machine_line())
     print(
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(words)} words, "
-        f"loss on {args.loss}, batch {args.batch_size}, lr {args.learning_rate}, tied q/k init "
+        f"{args.format} rows, loss on {args.loss}, batch {args.batch_size}, lr {args.learning_rate}, tied q/k init "
         f"{args.tied_qk_init}, options grow every {args.grow_options_every or '-'} steps\n"
     )
-    chance = f"{args.probe_options} options, chance {100 / args.probe_options:.0f}%"
-    print(f"| step | seconds | loss | probe accuracy ({chance}) |\n| ---: | ---: | ---: | ---: |")
+    probed = ("copy", "letter") if args.format == "scan" else ("letter",)
+    print(f"probes on {args.probe_options}-option lists; letter chance {100 / args.probe_options:.0f}%\n")
+    print("| step | seconds | loss | " + " | ".join(probed) + " |")
+    print("| ---: | ---: | ---: |" + " ---: |" * len(probed))
     curve, start, loss = [], time.perf_counter(), float("nan")
     for step in range(args.steps + 1):
         if step % args.probe_every == 0:
             model.eval()
-            accuracy = keys.probe(model, args.probe_size, args.probe_options)
+            accuracy = rows.probe(model, args.probe_size, args.probe_options)
             model.train()
             seconds = time.perf_counter() - start
             curve.append({"step": step, "seconds": round(seconds, 1), "loss": loss, "probe": accuracy})
-            print(f"| {step} | {seconds:.0f} | {loss:.3f} | {100 * accuracy:.1f}% |", flush=True)
+            cells = " | ".join(f"{100 * accuracy[what]:.1f}%" for what in probed)
+            print(f"| {step} | {seconds:.0f} | {loss:.3f} | {cells} |", flush=True)
         if step == args.steps:
             break
         if args.grow_options_every:
-            keys.options_cap = min(args.max_options, 2 + step // args.grow_options_every)
-        input_ids, labels = keys.batch(args.batch_size, tokenizer.pad_token_id)
+            rows.options_cap = min(args.max_options, 2 + step // args.grow_options_every)
+        input_ids, labels = rows.batch(args.batch_size, tokenizer.pad_token_id)
         output = model(input_ids=input_ids, labels=labels)
         output.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
