@@ -17,7 +17,8 @@ Each training row is one answer key over single-token words of the demo corpus:
     ...
 
 Every option is asked once, so a row holds 2 to `--max_options` lookups. `--loss letter` puts the loss
-on the letters only (the densest signal for this skill); `--loss all` is plain language modelling.
+on the answer-bearing tokens only (the densest signal for this skill); `--loss all` scores every token
+after the options list (the list itself is random, so it is never scored).
 The probe asks one key of a fresh `--probe_options`-option list (chance 1 / that) over words that also
 appear in training, so their embeddings are trained and only the lookup itself is measured.
 
