@@ -33,6 +33,7 @@ from trl import GRPOConfig, ModelConfig, RLOOConfig, get_peft_config
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config
 from medrlvr_trl.prompts import build_prompt, get_template
 from medrlvr_trl.recipe_setup import (
+    end_distributed,
     load_rows_and_tokenizer,
     log_dry_run,
     model_card_text,
@@ -342,7 +343,7 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
             "final_metrics": _last_metrics(trainer.state.log_history),
         },
     )
-    trainer.accelerator.end_training()
+    end_distributed(trainer.accelerator)
 
 
 def _last_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:

@@ -19,6 +19,17 @@ from medrlvr_trl.modeling import ModelSourceError, load_tokenizer
 logger = logging.getLogger(__name__)
 
 
+def end_distributed(accelerator: Any) -> None:
+    """Wait for every process, then tear the process group down before the interpreter exits.
+
+    Without the barrier the other ranks destroy their group while the main process still writes the
+    run summary; under DeepSpeed ZeRO-3 on gloo a rank then sometimes aborted at exit ("terminate
+    called without an active exception"). Without the teardown it always did.
+    """
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
 def setup_logging() -> None:
     """INFO on the main process, warnings only elsewhere (one log, not one per GPU)."""
     rank = int(os.environ.get("RANK", "0"))

@@ -25,7 +25,12 @@ from medrlvr_trl.configs import MCQAScriptArguments, parse_config  # noqa: E402
 from medrlvr_trl.modeling import load_policy, load_value_model  # noqa: E402
 from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer, plan_batches  # noqa: E402
 from medrlvr_trl.prompts import get_template  # noqa: E402
-from medrlvr_trl.recipe_setup import load_rows_and_tokenizer, log_dry_run, setup_logging  # noqa: E402
+from medrlvr_trl.recipe_setup import (  # noqa: E402
+    end_distributed,
+    load_rows_and_tokenizer,
+    log_dry_run,
+    setup_logging,
+)
 from medrlvr_trl.verifier_reward import tokenize_prompts  # noqa: E402
 
 logger = logging.getLogger("ppo_medqa")
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             "final_metrics": final,
         }
     )
-    trainer.accelerator.end_training()  # tear the process group down before exit (ZeRO-3 aborts otherwise)
+    end_distributed(trainer.accelerator)
 
 
 def _last_metrics(trainer: MedRLVRPPOTrainer) -> dict[str, float]:
