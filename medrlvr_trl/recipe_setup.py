@@ -24,7 +24,7 @@ def end_distributed(accelerator: Any) -> None:
 
     Without the barrier the other ranks destroy their group while the main process still writes the
     run summary; under DeepSpeed ZeRO-3 on gloo a rank then sometimes aborted at exit ("terminate
-    called without an active exception"). Without the teardown it always did.
+    called without an active exception"), which the teardown alone exists to prevent.
     """
     accelerator.wait_for_everyone()
     accelerator.end_training()
