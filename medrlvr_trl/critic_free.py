@@ -34,6 +34,7 @@ from medrlvr_trl.configs import MCQAScriptArguments, parse_config
 from medrlvr_trl.prompts import build_prompt, get_template
 from medrlvr_trl.recipe_setup import (
     end_distributed,
+    last_metrics,
     load_rows_and_tokenizer,
     log_dry_run,
     model_card_text,
@@ -340,13 +341,7 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
             "reward": f"verifier mode={args.verifier_mode} {asdict(args.reward_values())}; "
             f"terms {dict(zip(args.rewards, args.reward_weights, strict=True))}",
             "hyperparameters": {key: getattr(args, key) for key in CARD_KEYS if hasattr(args, key)},
-            "final_metrics": _last_metrics(trainer.state.log_history),
+            "final_metrics": last_metrics(trainer.state.log_history, kl_key="kl"),
         },
     )
     end_distributed(trainer.accelerator)
-
-
-def _last_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
-    keys = ("verifier/reward", "verifier/format_ok", "verifier/accuracy", "verifier/response_length", "kl")
-    last = next((row for row in reversed(log_history) if "verifier/reward" in row), {})
-    return {key: round(last[key], 4) for key in keys if key in last}

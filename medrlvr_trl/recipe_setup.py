@@ -82,6 +82,16 @@ def log_dry_run(
     logger.info("plan for %d training rows (%s):\n%s", train_rows, source, plan.describe())
 
 
+# The run's headline metrics, as the model card lists them; the KL key is the trainer's own name.
+FINAL_METRIC_KEYS = ("verifier/reward", "verifier/format_ok", "verifier/accuracy", "verifier/response_length")
+
+
+def last_metrics(log_history: list[dict[str, Any]], *, kl_key: str) -> dict[str, float]:
+    """The headline metrics of the last logged update that has verifier metrics, rounded."""
+    last = next((row for row in reversed(log_history) if "verifier/reward" in row), {})
+    return {key: round(last[key], 4) for key in (*FINAL_METRIC_KEYS, kl_key) if key in last}
+
+
 def model_card_text(title: str, summary: str, info: dict[str, Any]) -> str:
     """A short markdown card: flat entries as a list, nested ones (hyperparameters, metrics) as sections."""
     lines = [f"# {title}", "", summary, ""]

@@ -27,6 +27,7 @@ from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer, plan_batches  #
 from medrlvr_trl.prompts import get_template  # noqa: E402
 from medrlvr_trl.recipe_setup import (  # noqa: E402
     end_distributed,
+    last_metrics,
     load_rows_and_tokenizer,
     log_dry_run,
     setup_logging,
@@ -72,7 +73,6 @@ def main(argv: list[str] | None = None) -> None:
         peft_config=get_peft_config(model_args),
     )
     trainer.train()
-    final = _last_metrics(trainer)
     trainer.save_final_model(
         model_card={
             "base_model": model_args.model_name_or_path,
@@ -98,22 +98,10 @@ def main(argv: list[str] | None = None) -> None:
                     "seed",
                 )
             },
-            "final_metrics": final,
+            "final_metrics": last_metrics(trainer.state.log_history, kl_key="objective/kl"),
         }
     )
     end_distributed(trainer.accelerator)
-
-
-def _last_metrics(trainer: MedRLVRPPOTrainer) -> dict[str, float]:
-    keys = (
-        "verifier/reward",
-        "verifier/format_ok",
-        "verifier/accuracy",
-        "verifier/response_length",
-        "objective/kl",
-    )
-    last = next((row for row in reversed(trainer.state.log_history) if "verifier/reward" in row), {})
-    return {key: round(last[key], 4) for key in keys if key in last}
 
 
 if __name__ == "__main__":
