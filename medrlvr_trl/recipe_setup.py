@@ -30,11 +30,15 @@ def end_distributed(accelerator: Any) -> None:
     accelerator.end_training()
 
 
+def _is_main_rank() -> bool:
+    """Rank 0 of a launch, read from the launcher's environment (usable before any Accelerator exists)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def setup_logging() -> None:
     """INFO on the main process, warnings only elsewhere (one log, not one per GPU)."""
-    rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
+        level=logging.INFO if _is_main_rank() else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
@@ -73,7 +77,7 @@ def log_dry_run(
     """Print the resolved configuration and `plan_for(train_rows).describe()` on the main process."""
     train_rows = script_args.max_train_samples or MEDQA_TRAIN_ROWS
     plan = plan_for(train_rows)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not _is_main_rank():
         return
     logger.info("script arguments: %s", script_args)
     logger.info("model arguments: %s", model_args)
