@@ -51,6 +51,17 @@ def single_token_words(tokenizer, corpus: str) -> list[str]:
     return sorted(w for w in words if len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1)
 
 
+def pad_rows(rows: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad (token ids, labels) rows into one batch; padding is never scored."""
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id)
+    labels = torch.full((len(rows), width), IGNORE)
+    for i, (ids, row_labels) in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, : len(row_labels)] = torch.tensor(row_labels)
+    return input_ids, labels
+
+
 class LookupRows:
     """Training rows and probes for one row format, as token ids and labels (`IGNORE`: no loss).
 
@@ -116,14 +127,7 @@ class LookupRows:
         return ids, labels
 
     def batch(self, size: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [self.row() for _ in range(size)]
-        width = max(len(ids) for ids, _ in rows)
-        input_ids = torch.full((size, width), pad_id)
-        labels = torch.full((size, width), IGNORE)
-        for i, (ids, row_labels) in enumerate(rows):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            labels[i, : len(row_labels)] = torch.tensor(row_labels)
-        return input_ids, labels
+        return pad_rows([self.row() for _ in range(size)], pad_id)
 
     @torch.no_grad()
     def probe(self, model, n: int, n_options: int) -> dict[str, float]:

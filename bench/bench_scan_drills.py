@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_lookup_learning import tie_query_key_init
+from bench_lookup_learning import IGNORE, pad_rows, tie_query_key_init
 from machine import machine_line
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -45,7 +45,6 @@ from medrlvr_trl.prompts import LETTERS, build_prompt
 from medrlvr_trl.rewards import verify
 from medrlvr_trl.tiny import build_tiny
 
-IGNORE = -100
 TEST_FILE = "data/demo/medqa/test.jsonl"
 LIST_MARKERS = ("Options:", "Question:", "<think>", "is option")  # documents that are not prose
 
@@ -83,14 +82,7 @@ class ScanDrills:
         return prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [self.row() for _ in range(size)]
-        width = max(len(ids) for ids, _ in rows)
-        input_ids = torch.full((size, width), self.tokenizer.pad_token_id)
-        labels = torch.full((size, width), IGNORE)
-        for i, (ids, row_labels) in enumerate(rows):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            labels[i, : len(row_labels)] = torch.tensor(row_labels)
-        return input_ids, labels
+        return pad_rows([self.row() for _ in range(size)], self.tokenizer.pad_token_id)
 
 
 def prose_stream(tokenizer) -> torch.Tensor:
