@@ -7,11 +7,14 @@ The same calls take a Hub id (real runs) or a local folder (tests, the offline d
   base ships pad == eos; `load_tokenizer` then picks a spare special token as pad (never touching eos).
 - A missing model should fail with one short message saying what to pass instead, not a traceback
   from deep inside the Hub client.
+- Trainable weights are loaded in fp32 unless DeepSpeed keeps its own fp32 master copies
+  (`trainable_dtype`): an AdamW step of 1e-6 on a bf16 weight of 0.02 rounds to nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,12 +98,18 @@ def load_value_model(
     tokenizer: PreTrainedTokenizerBase,
     *,
     dtype: str | torch.dtype | None = None,
+    head_std: float | None = None,
 ) -> PreTrainedModel:
     """Load a one-output sequence-classification model (the critic) from a causal LM or critic folder.
 
-    The score head is new when loading a causal LM checkpoint. `pad_token_id` is set on its config
-    because the model finds each row's last real token by looking for pad.
+    The score head is new when loading a causal LM checkpoint; it then starts at normal(0, `head_std`)
+    (0 gives a zero head),
+    by default 1 / (hidden_size + 1) as OpenRLHF initialises its value head (`init_value_head`), not
+    transformers' 0.02, so the first values are near zero and do not swamp the verifier's +-1.
+    `pad_token_id` is set on its config because the model finds each row's last real token by
+    looking for pad.
     """
+    import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     kwargs = _load_kwargs(model_config, dtype)
@@ -108,9 +117,51 @@ def load_value_model(
     # A freshly loaded config of our own: transformers 5 rejects num_labels= as a loading kwarg.
     config.num_labels = 1
     config.pad_token_id = tokenizer.pad_token_id
-    model = _from_pretrained(AutoModelForSequenceClassification, name_or_path, config=config, **kwargs)
+    model, info = _from_pretrained(
+        AutoModelForSequenceClassification, name_or_path, config=config, output_loading_info=True, **kwargs
+    )
     _fit_to_tokenizer(model, tokenizer)
+    head = model.score
+    if any(key.startswith("score.") for key in info["missing_keys"]):
+        std = head_std if head_std is not None else 1.0 / (config.get_text_config().hidden_size + 1)
+        with torch.no_grad():
+            head.weight.normal_(0.0, std)
+            if head.bias is not None:
+                head.bias.zero_()
+        logger.info("critic: new score head initialised with std %.3g", std)
     return model
+
+
+def trainable_dtype(requested: str | torch.dtype | None, training_args: Any) -> torch.dtype | str:
+    """The dtype to load a model that will be trained in: fp32 unless the backend keeps fp32 masters.
+
+    DeepSpeed with bf16/fp16 keeps fp32 master partitions of its own, so the model may arrive in the
+    compute dtype (half the memory at load). DDP, one device and CPU step the tensors they are given,
+    so there `requested` is only the compute dtype (autocast, `bf16: true`) and weights stay fp32.
+    """
+    import torch
+
+    if uses_deepspeed(training_args) and (training_args.bf16 or training_args.fp16):
+        return _as_torch_dtype(requested)
+    resolved = _as_torch_dtype(requested)  # unknown names still fail here
+    if resolved not in (torch.float32, "auto"):
+        logger.info("trainable weights load in float32 (fp32 master weights); %s is the compute dtype", resolved)
+    return torch.float32
+
+
+def uses_deepspeed(training_args: Any) -> bool:
+    """True under `accelerate launch` with a DeepSpeed config, or with TrainingArguments' `deepspeed`."""
+    launched = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    return launched or bool(getattr(training_args, "deepspeed", None))
+
+
+def precision_record(training_args: Any, model: PreTrainedModel) -> dict[str, str]:
+    """What `run_info.json` says about precision: the master weights' dtype and the compute dtype."""
+    compute = "bfloat16" if training_args.bf16 else "float16" if training_args.fp16 else "float32"
+    master = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if uses_deepspeed(training_args) and compute != "float32":
+        master = "float32 (DeepSpeed optimizer partitions)"
+    return {"master_weights_dtype": master, "compute_dtype": compute}
 
 
 def _load_kwargs(model_config: ModelConfig | None, dtype: str | torch.dtype | None) -> dict[str, Any]:

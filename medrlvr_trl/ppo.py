@@ -10,9 +10,17 @@ four readable steps per update:
     advantages  per-token KL penalty + verifier score on the last response token, GAE, whitening
     update      clipped policy loss + clipped value loss over mini-batches, `num_ppo_epochs` times
 
-The loss, GAE and KL terms are those of TRL's trainer (so results stay comparable), with one
-deliberate change: the verifier score is added on the last response token (the paper's
-"r_verifier at the last token"), where TRL adds it one position past it.
+The loss, GAE and KL terms are those of TRL's trainer (so results stay comparable), with
+deliberate changes for correctness at scale:
+
+- the verifier score is added on the last response token (the paper's "r_verifier at the last
+  token"), where TRL adds it one position past it;
+- "old", reference and training log-probs come from one kind of forward (`response_logprobs`: LM
+  head on response positions only, fp32 log-softmax, the pad logit masked as in sampling), never
+  from generation scores, which at Qwen's 151,936-token vocabulary are the largest tensor of a step;
+- the critic has its own learning rate (`critic_learning_rate`) and a small fresh head, gradient
+  checkpointing is really enabled on policy and critic, gradients are clipped at `max_grad_norm`
+  on every backend, and `bf16: true` means bf16 autocast over fp32 master weights.
 
 Every place that touches TRL internals is in this module; `tests/test_trl_contract.py` fails
 loudly if the pinned trl release changes them.
@@ -32,11 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import gather_object
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 from trl.experimental.ppo import ppo_trainer as trl_ppo
-from trl.experimental.utils import first_true_indices, get_reward
+from trl.experimental.utils import first_true_indices
 from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.utils import selective_log_softmax
 
@@ -71,6 +80,17 @@ class MedRLVRPPOConfig(VerifierOptions, PPOConfig):
         default=None, metadata={"help": "Critic initialisation; defaults to the policy's base model."}
     )
     stop_token: str | None = field(default="eos", metadata={"help": "Stop generation at eos (TRL option)."})
+    critic_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Critic's learning rate (its own parameter group); default: learning_rate."},
+    )
+    critic_warmup_updates: int = field(
+        default=0, metadata={"help": "First N updates train the critic only (policy frozen)."}
+    )
+    value_head_init_std: float | None = field(
+        default=None,
+        metadata={"help": "Std of the critic's fresh score head; default 1/(hidden_size+1) (OpenRLHF), 0: zero."},
+    )
 
 
 @dataclass(frozen=True)
@@ -173,26 +193,33 @@ class MedRLVRPPOTrainer(PPOTrainer):
         reward = VerifierRewardModel(
             processing_class, gold, mode=args.verifier_mode, values=args.reward_values()
         )
+        if args.gradient_checkpointing:  # TRL's __init__ never turns it on
+            kwargs = {"use_reentrant": False, **(args.gradient_checkpointing_kwargs or {})}
+            for trainable in (model, value_model):
+                trainable.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         # TRL's __init__ sizes rollouts as micro-batch x accumulation; with one mini-batch that is
         # exactly our mini-batch, and `create_optimizer_and_scheduler` below sizes the schedule with
-        # our own plan. The real value is restored right after.
+        # our own plan. Its whitening check is on that mini-batch, but we whiten over all of this
+        # process's rollouts (checked below). The real values are restored right after.
         self._num_mini_batches = args.num_mini_batches
-        args.num_mini_batches = 1
+        whiten_rewards = args.whiten_rewards
+        args.num_mini_batches, args.whiten_rewards = 1, False
         try:
-            super().__init__(
-                args=args,
-                processing_class=processing_class,
-                model=model,
-                ref_model=ref_model,
-                reward_model=reward,
-                train_dataset=train_dataset,
-                value_model=value_model,
-                eval_dataset=eval_dataset,
-                peft_config=peft_config,
-                callbacks=callbacks,
-            )
+            with _trl_construction_seams(args):
+                super().__init__(
+                    args=args,
+                    processing_class=processing_class,
+                    model=model,
+                    ref_model=ref_model,
+                    reward_model=reward,
+                    train_dataset=train_dataset,
+                    value_model=value_model,
+                    eval_dataset=eval_dataset,
+                    peft_config=peft_config,
+                    callbacks=callbacks,
+                )
         finally:
-            args.num_mini_batches = self._num_mini_batches
+            args.num_mini_batches, args.whiten_rewards = self._num_mini_batches, whiten_rewards
         if self.is_peft_model and self.is_deepspeed_enabled:
             if self.accelerator.state.deepspeed_plugin.zero_stage == 3:
                 raise ValueError(
@@ -205,12 +232,21 @@ class MedRLVRPPOTrainer(PPOTrainer):
         args.mini_batch_size = plan.mini_batch_per_device * plan.world_size
         args.total_episodes = plan.total_episodes
         args.num_total_batches = plan.num_updates
+        if args.whiten_rewards and plan.rollouts_per_device < 8:
+            raise ValueError(
+                f"whiten_rewards needs at least 8 rollouts per process to whiten over; one update samples "
+                f"{plan.rollouts_per_device}: raise per_device_train_batch_size, gradient_accumulation_steps or "
+                "num_mini_batches, or set whiten_rewards false"
+            )
+        if args.num_sample_generations > 0:  # TRL computed it from its one-mini-batch count
+            self.sample_generations_freq = max(1, plan.num_updates // args.num_sample_generations)
         self.gold = gold
         self.reward_mix = args.reward_mix()
         self.stage_thresholds = args.stage_thresholds()
         self.progress = TrainingProgress()
         self.accelerator.register_for_checkpointing(self.lr_scheduler, self.progress)
-        # The policy must never emit the pad token: response length is read at the first pad.
+        # The policy must never emit the pad token: response length is read at the first pad. Every
+        # forward that scores responses masks the pad logit the same way (`response_logprobs`).
         self.generation_kwargs = {
             "max_new_tokens": args.response_length,
             "temperature": args.temperature + 1e-7,
@@ -221,6 +257,30 @@ class MedRLVRPPOTrainer(PPOTrainer):
         }
         self.generation_config = GenerationConfig(**self.generation_kwargs)
         self._epoch_order: tuple[int, torch.Tensor] | None = None
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """One AdamW over policy and critic, the critic in its own parameter groups at `critic_learning_rate`.
+
+        TRL trains both at the actor's rate (1e-6 in the paper config); OpenRLHF's critic default is
+        9e-6. The scheduler scales every group by the same factor.
+        """
+        if self.optimizer is not None:
+            return self.optimizer
+        args, wrapper = self.args, self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(wrapper))
+        critic_lr = args.critic_learning_rate if args.critic_learning_rate is not None else args.learning_rate
+        groups = []
+        for role, lr in (("policy", args.learning_rate), ("critic", critic_lr)):
+            prefix = "policy." if role == "policy" else "value_model."
+            named = [(n, p) for n, p in wrapper.named_parameters() if n.startswith(prefix) and p.requires_grad]
+            for decayed in (True, False):
+                params = [p for n, p in named if (n in decay) == decayed]
+                if params:
+                    weight_decay = args.weight_decay if decayed else 0.0
+                    groups.append({"params": params, "weight_decay": weight_decay, "lr": lr, "role": role})
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, wrapper)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
 
     def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
         self.plan = plan_batches(
@@ -246,32 +306,36 @@ class MedRLVRPPOTrainer(PPOTrainer):
     # --------------------------------------------------------------- rollout
     @torch.no_grad()
     def _rollout(self, queries: torch.Tensor) -> Rollouts:
-        args, pad = self.args, self.processing_class.pad_token_id
-        context = queries.shape[1]
+        """Sample responses, then score them with the forwards training uses, `local_rollout_forward_batch_size`
+        rows at a time: old log-probs and values from the policy/critic pair, log-probs of the reference."""
+        args, pad, accelerator = self.args, self.processing_class.pad_token_id, self.accelerator
         chunk = args.local_rollout_forward_batch_size
-        with unwrap_model_for_generation(
-            self.model,
-            self.accelerator,
-            gather_deepspeed3_params=args.ds3_gather_for_generation,
-            generation_kwargs=self.generation_kwargs,
-        ) as unwrapped:
-            query_responses, scores = trl_ppo.batch_generation(
-                unwrapped.policy, queries, chunk, pad, self.generation_config
-            )
-        responses = query_responses[:, context:]
-        critic = self.accelerator.unwrap_model(self.model).value_model
-        logprobs, ref_logprobs, values = [], [], []
-        for start in range(0, queries.shape[0], chunk):
-            qr = query_responses[start : start + chunk]
-            resp = responses[start : start + chunk]
-            logprobs.append(selective_log_softmax(scores[start : start + chunk], resp))
-            ref_logprobs.append(self._reference_logprobs(qr, resp, context))
-            full_values, _, _ = get_reward(critic, qr, pad, context)
-            values.append(full_values[:, context - 1 : -1].squeeze(-1))
-        del scores
+        self.model.eval()  # generation keeps its KV cache (checkpointed layers drop it in train mode)
+        try:
+            with unwrap_model_for_generation(
+                self.model, accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation
+            ) as unwrapped, accelerator.autocast(), _without_model_generation_defaults(unwrapped.policy):
+                sampled = [
+                    self._generate(unwrapped.policy, queries[start : start + chunk])
+                    for start in range(0, queries.shape[0], chunk)
+                ]
+            responses = _pad_right(sampled, pad, args.response_length)
+            if self.stop_token_id is not None:
+                responses = trl_ppo.truncate_response(self.stop_token_id, pad, responses)
+            query_responses = torch.cat([queries, responses], dim=1)
 
-        if self.stop_token_id is not None:
-            responses = trl_ppo.truncate_response(self.stop_token_id, pad, responses)
+            pair = accelerator.unwrap_model(self.model)
+            logprobs, ref_logprobs, values = [], [], []
+            for start in range(0, queries.shape[0], chunk):
+                qr, resp = query_responses[start : start + chunk], responses[start : start + chunk]
+                logits, chunk_values = pair(**_forward_inputs(qr, pad, resp.shape[1]))
+                logprobs.append(response_logprobs(logits, resp, pad, args.temperature)[0])
+                values.append(chunk_values)
+                del logits
+                ref_logprobs.append(self._reference_logprobs(qr, resp))
+        finally:
+            self.model.train()
+
         last_index = first_true_indices(responses == pad) - 1
         positions = torch.arange(responses.shape[1], device=responses.device)
         padding_mask = positions.unsqueeze(0) > last_index.unsqueeze(1)
@@ -283,26 +347,52 @@ class MedRLVRPPOTrainer(PPOTrainer):
         return Rollouts(
             queries=queries,
             responses=responses,
-            query_responses=torch.cat([queries, responses], dim=1),
+            query_responses=query_responses,
             logprobs=torch.cat(logprobs).masked_fill(padding_mask, _MASKED_LOGPROB),
             ref_logprobs=torch.cat(ref_logprobs).masked_fill(padding_mask, _MASKED_LOGPROB),
-            values=torch.cat(values).masked_fill(padding_mask, 0.0),
+            values=torch.cat(values).float().masked_fill(padding_mask, 0.0),
             last_index=last_index,
             padding_mask=padding_mask,
             hit_length_limit=~has_stop,
         )
 
-    def _reference_logprobs(
-        self, query_responses: torch.Tensor, responses: torch.Tensor, context: int
-    ) -> torch.Tensor:
+    def _generate(self, policy: PreTrainedModel, queries: torch.Tensor) -> torch.Tensor:
+        """Sampled response tokens for left-padded `queries` (no generation scores: they are never used)."""
+        attention_mask = queries != self.processing_class.pad_token_id
+        sequences = policy.generate(
+            input_ids=queries.masked_fill(~attention_mask, 0),
+            attention_mask=attention_mask,
+            generation_config=self.generation_config,
+        )
+        return sequences[:, queries.shape[1] :]
+
+    def _reference_logprobs(self, query_responses: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         pad = self.processing_class.pad_token_id
-        if self.ref_model is None:  # LoRA: the reference is the policy with its adapter disabled
-            with self.null_ref_context():
-                out = trl_ppo.forward(self.model.policy, query_responses, pad)
+        inputs = _forward_inputs(query_responses, pad, responses.shape[1])
+        with self.accelerator.autocast():  # the frozen reference computes in the policy's compute dtype
+            if self.ref_model is None:  # LoRA: the reference is the policy with its adapter disabled
+                with self.null_ref_context():
+                    logits = self.accelerator.unwrap_model(self.model).policy(**inputs).logits
+            else:
+                logits = self.ref_model(**inputs).logits
+        return response_logprobs(logits[:, :-1], responses, pad, self.args.temperature)[0]
+
+    @contextmanager
+    def null_ref_context(self):
+        """The LoRA reference: the policy with its adapter off, reached through any DDP/DeepSpeed wrapper.
+
+        TRL's version reads `self.model.policy`, which a DDP wrapper does not have.
+        """
+        policy = self.accelerator.unwrap_model(self.model).policy
+        if self.ref_adapter_name:
+            policy.set_adapter(self.ref_adapter_name)
+            try:
+                yield
+            finally:
+                policy.set_adapter(self.model_adapter_name or "default")
         else:
-            out = trl_ppo.forward(self.ref_model, query_responses, pad)
-        logits = out.logits[:, context - 1 : -1] / (self.args.temperature + 1e-7)
-        return selective_log_softmax(logits, responses)
+            with policy.disable_adapter():
+                yield
 
     # ----------------------------------------------------------------- score
     def _score(self, rollouts: Rollouts) -> None:
@@ -360,6 +450,10 @@ class MedRLVRPPOTrainer(PPOTrainer):
         pad, context = self.processing_class.pad_token_id, rollouts.queries.shape[1]
         micro, mini = args.per_device_train_batch_size, self.plan.mini_batch_per_device
         stats: dict[str, list[torch.Tensor]] = {}
+        if self._critic_warmup():  # lr 0 too, so weight decay leaves the policy as it is (the scheduler resets it)
+            for group in self.optimizer.param_groups:
+                if group.get("role") == "policy":
+                    group["lr"] = 0.0
         for _ in range(args.num_ppo_epochs):
             order = torch.randperm(self.plan.rollouts_per_device, device=advantages.device)
             for mini_start in range(0, self.plan.rollouts_per_device, mini):
@@ -371,7 +465,7 @@ class MedRLVRPPOTrainer(PPOTrainer):
                         )
                     for key, value in step_stats.items():
                         stats.setdefault(key, []).append(value)
-        return {key: torch.stack(values).mean() for key, values in stats.items()}
+        return {key: torch.stack(values).float().mean() for key, values in stats.items()}
 
     def _micro_step(
         self,
@@ -386,12 +480,11 @@ class MedRLVRPPOTrainer(PPOTrainer):
         mask = rollouts.padding_mask[idx]
         valid = ~mask
         old_logprobs, old_values = rollouts.logprobs[idx], rollouts.values[idx]
-        output, value_logits = trl_ppo.forward(self.model, rollouts.query_responses[idx], pad)
-        logits = output.logits[:, context - 1 : -1] / (args.temperature + 1e-7)
-        new_logprobs = selective_log_softmax(logits, rollouts.responses[idx]).masked_fill(
-            mask, _MASKED_LOGPROB
-        )
-        new_values = value_logits[:, context - 1 : -1].squeeze(-1).masked_fill(mask, 0.0)
+        responses = rollouts.responses[idx]
+        logits, new_values = self.model(**_forward_inputs(rollouts.query_responses[idx], pad, responses.shape[1]))
+        new_logprobs, logits = response_logprobs(logits, responses, pad, args.temperature)
+        new_logprobs = new_logprobs.masked_fill(mask, _MASKED_LOGPROB)
+        new_values = new_values.float().masked_fill(mask, 0.0)
 
         clipped_values = old_values + (new_values - old_values).clamp(
             -args.cliprange_value, args.cliprange_value
@@ -406,7 +499,11 @@ class MedRLVRPPOTrainer(PPOTrainer):
         policy_losses = torch.maximum(unclipped_losses, clipped_losses)
         policy_loss = trl_ppo.masked_mean(policy_losses, valid)
 
-        self.accelerator.backward(policy_loss + args.vf_coef * value_loss)
+        policy_weight = 0.0 if self._critic_warmup() else 1.0  # zero gradients, not none: DDP needs them all
+        self.accelerator.backward(policy_weight * policy_loss + args.vf_coef * value_loss)
+        grad_norm = None
+        if self.accelerator.sync_gradients:  # clips on DDP; under DeepSpeed its engine clipped in backward
+            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad()
         with torch.no_grad():
@@ -423,7 +520,12 @@ class MedRLVRPPOTrainer(PPOTrainer):
                     ((clipped_values - returns) ** 2 > (new_values - returns) ** 2).float(), valid
                 ),
                 "val/ratio": trl_ppo.masked_mean(ratio, valid),
+                **({"policy/grad_norm": torch.as_tensor(float(grad_norm))} if grad_norm is not None else {}),
             }
+
+    def _critic_warmup(self) -> bool:
+        """True during the first `critic_warmup_updates` updates, when only the critic trains."""
+        return self.progress.update < self.args.critic_warmup_updates
 
     # ------------------------------------------------------------- main loop
     def train(self) -> None:
@@ -586,6 +688,95 @@ class MedRLVRPPOTrainer(PPOTrainer):
         """TRL's sample table, scored by the verifier through the reward seam."""
         with _verifier_reward_seam():
             super().generate_completions(sampling=sampling)
+
+
+def response_logprobs(
+    logits: torch.Tensor, responses: torch.Tensor, pad_token_id: int, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of `responses` under `logits` (B, R, V), and the fp32 logits they came from.
+
+    The same transform for sampling-time ("old"), reference and training log-probs: divide by the
+    sampling temperature, give pad the lowest logit (sampling suppresses it, so the distribution
+    it was drawn from excludes it), fp32 log-softmax.
+    """
+    scaled = logits.float() / (temperature + 1e-7)
+    scaled[..., pad_token_id] = torch.finfo(scaled.dtype).min
+    return selective_log_softmax(scaled, responses), scaled
+
+
+def _forward_inputs(query_responses: torch.Tensor, pad_token_id: int, response_length: int) -> dict[str, Any]:
+    """Model inputs for left-padded prompt + response rows: pad masked, positions counted from the first
+    real token, logits for the positions that predict response tokens only."""
+    attention_mask = query_responses != pad_token_id
+    return {
+        "input_ids": query_responses.masked_fill(~attention_mask, 0),
+        "attention_mask": attention_mask,
+        "position_ids": attention_mask.cumsum(1) - attention_mask.long(),
+        "logits_to_keep": response_length + 1,
+        "use_cache": False,
+    }
+
+
+def _pad_right(rows: list[torch.Tensor], pad_token_id: int, width: int) -> torch.Tensor:
+    """Stack response chunks of different lengths into one (B, width) tensor, padded on the right."""
+    out = rows[0].new_full((sum(r.shape[0] for r in rows), width), pad_token_id)
+    start = 0
+    for row in rows:
+        out[start : start + row.shape[0], : row.shape[1]] = row
+        start += row.shape[0]
+    return out
+
+
+class PolicyAndCritic(trl_ppo.PolicyAndValueWrapper):
+    """TRL's policy + critic pair, whose forward returns logits and values at response positions only.
+
+    TRL's forward builds logits and critic hidden states for every prompt position too; at a 151,936
+    vocabulary the prompt's logits alone are as large as the response's.
+    """
+
+    def forward(self, *, logits_to_keep: int, **inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.policy(**inputs, logits_to_keep=logits_to_keep).logits[:, :-1]
+        hidden = self.critic_backbone(**inputs).last_hidden_state[:, -logits_to_keep:-1]
+        return logits, self.value_model.score(hidden).squeeze(-1)
+
+
+@contextmanager
+def _trl_construction_seams(args: MedRLVRPPOConfig):
+    """While TRL's `__init__` runs: our policy/critic pair, and an Accelerator that follows the config.
+
+    TRL builds `Accelerator()` from the launcher's environment only, so `bf16: true` without a bf16
+    launch config trained in fp32 and `max_grad_norm` was ignored; DeepSpeed clipped at accelerate's 1.0.
+    """
+
+    def make_accelerator(**kwargs: Any) -> Accelerator:
+        accelerator = Accelerator(mixed_precision=args.mixed_precision, **kwargs)
+        plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+        if plugin is not None:
+            plugin.deepspeed_config["gradient_clipping"] = args.max_grad_norm
+        return accelerator
+
+    originals = trl_ppo.Accelerator, trl_ppo.PolicyAndValueWrapper
+    trl_ppo.Accelerator, trl_ppo.PolicyAndValueWrapper = make_accelerator, PolicyAndCritic
+    try:
+        yield
+    finally:
+        trl_ppo.Accelerator, trl_ppo.PolicyAndValueWrapper = originals
+
+
+@contextmanager
+def _without_model_generation_defaults(model: PreTrainedModel):
+    """Sample with our generation config alone: transformers 5 fills every unset field from the model's
+    own `generation_config` (a checkpoint's `repetition_penalty`, say), which would make the sampling
+    distribution differ from the one the old log-probs describe."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    original = target.generation_config
+    target.generation_config = GenerationConfig(
+        bos_token_id=original.bos_token_id, eos_token_id=original.eos_token_id, pad_token_id=original.pad_token_id
+    )
+    try:
+        yield
+    finally:
+        target.generation_config = original
 
 
 def _absolute_steps(value: float, total: int) -> int:

@@ -22,7 +22,12 @@ from trl import ModelConfig, get_peft_config
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config  # noqa: E402
-from medrlvr_trl.modeling import load_policy, load_value_model  # noqa: E402
+from medrlvr_trl.modeling import (  # noqa: E402
+    load_policy,
+    load_value_model,
+    precision_record,
+    trainable_dtype,
+)
 from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer, plan_batches  # noqa: E402
 from medrlvr_trl.prompts import get_template  # noqa: E402
 from medrlvr_trl.recipe_setup import (  # noqa: E402
@@ -54,13 +59,19 @@ def main(argv: list[str] | None = None) -> None:
         rows, tokenizer, template=script_args.prompt_template, max_prompt_length=ppo_args.max_prompt_length
     )
     set_seed(ppo_args.seed)  # the critic's fresh scalar head is drawn here: same seed, same run
-    policy = load_policy(model_args.model_name_or_path, model_args, tokenizer)
+    master = trainable_dtype(model_args.dtype, ppo_args)  # fp32 unless DeepSpeed keeps fp32 masters itself
+    policy = load_policy(model_args.model_name_or_path, model_args, tokenizer, dtype=master)
     # An explicit reference copy (not TRL's create_reference_model) so that ZeRO-3 works; LoRA needs none.
+    # It is frozen, so it may stay in the config's dtype.
     ref_policy = (
         None if model_args.use_peft else load_policy(model_args.model_name_or_path, model_args, tokenizer)
     )
     value_model = load_value_model(
-        ppo_args.value_model_name_or_path or model_args.model_name_or_path, model_args, tokenizer
+        ppo_args.value_model_name_or_path or model_args.model_name_or_path,
+        model_args,
+        tokenizer,
+        dtype=master,
+        head_std=ppo_args.value_head_init_std,
     )
     trainer = MedRLVRPPOTrainer(
         args=ppo_args,
@@ -80,10 +91,14 @@ def main(argv: list[str] | None = None) -> None:
             "reward": f"verifier mode={ppo_args.verifier_mode} {asdict(ppo_args.reward_values())}",
             "reward_terms": dict(zip(ppo_args.rewards, ppo_args.reward_mix().weights, strict=True)),
             "prompt_template": script_args.prompt_template,
+            **precision_record(ppo_args, policy),
             "hyperparameters": {
                 key: getattr(ppo_args, key)
                 for key in (
                     "learning_rate",
+                    "critic_learning_rate",
+                    "critic_warmup_updates",
+                    "max_grad_norm",
                     "kl_coef",
                     "cliprange",
                     "vf_coef",
