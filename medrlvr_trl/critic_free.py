@@ -31,6 +31,7 @@ from transformers import PreTrainedTokenizerBase
 from trl import GRPOConfig, ModelConfig, RLOOConfig, get_peft_config
 
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config
+from medrlvr_trl.modeling import precision_record, trainable_dtype
 from medrlvr_trl.prompts import build_prompt, get_template
 from medrlvr_trl.recipe_setup import (
     end_distributed,
@@ -190,13 +191,20 @@ def prompt_dataset(
 # --------------------------------------------------------------------------- models and checkpoints
 
 
-def policy_init_kwargs(model_args: ModelConfig) -> dict[str, Any]:
-    """`from_pretrained` options from a TRL `ModelConfig`, with which TRL loads policy and reference alike."""
+def policy_init_kwargs(model_args: ModelConfig, args: Any) -> dict[str, Any]:
+    """`from_pretrained` options from a TRL `ModelConfig`, with which TRL loads policy and reference alike.
+
+    The dtype is that of the trainable policy: fp32 unless DeepSpeed keeps fp32 masters itself
+    (`modeling.trainable_dtype`); the reference, loaded the same way, is then fp32 too.
+    """
     if model_args.load_in_4bit or model_args.load_in_8bit:
         raise ValueError(
             "ModelConfig: load_in_4bit / load_in_8bit are not supported by these recipes; set both false"
         )
-    kwargs: dict[str, Any] = {"revision": model_args.model_revision, "dtype": model_args.dtype or "float32"}
+    kwargs: dict[str, Any] = {
+        "revision": model_args.model_revision,
+        "dtype": trainable_dtype(model_args.dtype, args),
+    }
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
     return kwargs
@@ -318,7 +326,7 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
         log_completions_steps=args.log_completions_steps,
     )
     rollout_log.drop_rows_after(checkpoint_step(checkpoint))
-    args.model_init_kwargs = {**policy_init_kwargs(model_args), **(args.model_init_kwargs or {})}
+    args.model_init_kwargs = {**policy_init_kwargs(model_args, args), **(args.model_init_kwargs or {})}
     trainer = trainer_class(
         model=model_args.model_name_or_path,
         reward_funcs=reward_functions(
@@ -336,6 +344,7 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
             "kind": kind,
             "prompt_template": script_args.prompt_template,
             "answer_mode": "cot",
+            **precision_record(args, trainer.model),
             "base_model": model_args.model_name_or_path,
             "dataset": f"{script_args.dataset_name} ({script_args.dataset_train_split}, {len(rows)} rows)",
             "reward": f"verifier mode={args.verifier_mode} {asdict(args.reward_values())}; "

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config  # noqa: E402
 from medrlvr_trl.data import load_mcqa  # noqa: E402
-from medrlvr_trl.modeling import load_policy, load_tokenizer  # noqa: E402
+from medrlvr_trl.modeling import load_policy, load_tokenizer, precision_record, trainable_dtype  # noqa: E402
 from medrlvr_trl.sft import (  # noqa: E402
     MedSFTConfig,
     build_sft_dataset,
@@ -86,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     )
 
     tokenizer = load_tokenizer(model_args.model_name_or_path, revision=model_args.model_revision)
-    model = load_policy(model_args.model_name_or_path, model_args, tokenizer)
+    # fp32 master weights unless DeepSpeed keeps its own; `bf16: true` is then bf16 autocast.
+    dtype = trainable_dtype(model_args.dtype, training_args)
+    model = load_policy(model_args.model_name_or_path, model_args, tokenizer, dtype=dtype)
     trainer = SFTTrainer(
         model=model,
         args=training_args,
@@ -108,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
         target=training_args.sft_target,
     )
     if trainer.is_world_process_zero():
-        write_run_info(output_dir, {**info, "learning_rate": training_args.learning_rate})
+        precision = precision_record(training_args, model)
+        write_run_info(output_dir, {**info, "learning_rate": training_args.learning_rate, **precision})
         trainer.create_model_card(
             model_name=output_dir.name,
             dataset_name=script_args.dataset_name,
