@@ -52,6 +52,7 @@ from trl.trainer.utils import selective_log_softmax
 from medrlvr_trl import runlog
 from medrlvr_trl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from medrlvr_trl.dynamics import CompletionFeatures, completion_features, summarise
+from medrlvr_trl.preemption import PreemptionHandler
 from medrlvr_trl.recipe_setup import model_card_text
 from medrlvr_trl.rewards import Verdict
 from medrlvr_trl.runlog import COMPLETIONS_FILE, METRICS_FILE
@@ -89,7 +90,9 @@ class MedRLVRPPOConfig(VerifierOptions, PPOConfig):
     )
     value_head_init_std: float | None = field(
         default=None,
-        metadata={"help": "Std of the critic's fresh score head; default 1/(hidden_size+1) (OpenRLHF), 0: zero."},
+        metadata={
+            "help": "Std of the critic's fresh score head; default 1/(hidden_size+1) (OpenRLHF), 0: zero."
+        },
     )
 
 
@@ -272,7 +275,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
         groups = []
         for role, lr in (("policy", args.learning_rate), ("critic", critic_lr)):
             prefix = "policy." if role == "policy" else "value_model."
-            named = [(n, p) for n, p in wrapper.named_parameters() if n.startswith(prefix) and p.requires_grad]
+            named = [
+                (n, p) for n, p in wrapper.named_parameters() if n.startswith(prefix) and p.requires_grad
+            ]
             for decayed in (True, False):
                 params = [p for n, p in named if (n in decay) == decayed]
                 if params:
@@ -312,9 +317,13 @@ class MedRLVRPPOTrainer(PPOTrainer):
         chunk = args.local_rollout_forward_batch_size
         self.model.eval()  # generation keeps its KV cache (checkpointed layers drop it in train mode)
         try:
-            with unwrap_model_for_generation(
-                self.model, accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation
-            ) as unwrapped, accelerator.autocast(), _without_model_generation_defaults(unwrapped.policy):
+            with (
+                unwrap_model_for_generation(
+                    self.model, accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation
+                ) as unwrapped,
+                accelerator.autocast(),
+                _without_model_generation_defaults(unwrapped.policy),
+            ):
                 sampled = [
                     self._generate(unwrapped.policy, queries[start : start + chunk])
                     for start in range(0, queries.shape[0], chunk)
@@ -450,7 +459,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
         pad, context = self.processing_class.pad_token_id, rollouts.queries.shape[1]
         micro, mini = args.per_device_train_batch_size, self.plan.mini_batch_per_device
         stats: dict[str, list[torch.Tensor]] = {}
-        if self._critic_warmup():  # lr 0 too, so weight decay leaves the policy as it is (the scheduler resets it)
+        if (
+            self._critic_warmup()
+        ):  # lr 0 too, so weight decay leaves the policy as it is (the scheduler resets it)
             for group in self.optimizer.param_groups:
                 if group.get("role") == "policy":
                     group["lr"] = 0.0
@@ -481,7 +492,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
         valid = ~mask
         old_logprobs, old_values = rollouts.logprobs[idx], rollouts.values[idx]
         responses = rollouts.responses[idx]
-        logits, new_values = self.model(**_forward_inputs(rollouts.query_responses[idx], pad, responses.shape[1]))
+        logits, new_values = self.model(
+            **_forward_inputs(rollouts.query_responses[idx], pad, responses.shape[1])
+        )
         new_logprobs, logits = response_logprobs(logits, responses, pad, args.temperature)
         new_logprobs = new_logprobs.masked_fill(mask, _MASKED_LOGPROB)
         new_values = new_values.float().masked_fill(mask, 0.0)
@@ -528,7 +541,8 @@ class MedRLVRPPOTrainer(PPOTrainer):
         return self.progress.update < self.args.critic_warmup_updates
 
     # ------------------------------------------------------------- main loop
-    def train(self) -> None:
+    def train(self, preemption: PreemptionHandler | None = None) -> None:
+        """Run the remaining updates; after a stop signal (`preemption`) end with the current one, saved."""
         args, accelerator, plan = self.args, self.accelerator, self.plan
         self._resume_if_possible()
         self.state.max_steps = plan.num_updates
@@ -564,9 +578,12 @@ class MedRLVRPPOTrainer(PPOTrainer):
             self._write_logs(update, rollouts, metrics)
             self.log(metrics)
             self.control = self.callback_handler.on_step_end(args, self.state, self.control)
-            if update % self.state.save_steps == 0 or update == plan.num_updates:
+            stop = preemption is not None and preemption.should_stop(accelerator)  # same on every rank
+            if stop or update % self.state.save_steps == 0 or update == plan.num_updates:
                 save_checkpoint(accelerator, args.output_dir, update, keep=args.save_total_limit)
                 self.control = self.callback_handler.on_save(args, self.state, self.control)
+            if stop:
+                break
             if args.num_sample_generations > 0 and (update - 1) % self.sample_generations_freq == 0:
                 self.generate_completions(sampling=True)
             del rollouts, advantages, returns, kl
@@ -771,7 +788,9 @@ def _without_model_generation_defaults(model: PreTrainedModel):
     target = model.get_base_model() if hasattr(model, "get_base_model") else model
     original = target.generation_config
     target.generation_config = GenerationConfig(
-        bos_token_id=original.bos_token_id, eos_token_id=original.eos_token_id, pad_token_id=original.pad_token_id
+        bos_token_id=original.bos_token_id,
+        eos_token_id=original.eos_token_id,
+        pad_token_id=original.pad_token_id,
     )
     try:
         yield

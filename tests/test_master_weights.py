@@ -18,10 +18,10 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
+from test_sft import load_recipe, tiny_sft_args
 from transformers import AutoModelForCausalLM
 
 from medrlvr_trl.critic_free import run_recipe
-from test_sft import load_recipe, tiny_sft_args
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DATA = REPO / "data" / "demo" / "medqa"
@@ -59,7 +59,9 @@ def test_ppo_bf16_compute_moves_every_policy_and_critic_weight(tiny_model_dir, t
     assert (info["master_weights_dtype"], info["compute_dtype"]) == ("float32", "bfloat16")
     initial = _policy_weights(tiny_model_dir)
     trained = _policy_weights(out)
-    assert all(v.dtype == torch.float32 for v in load_file(out / "model.safetensors").values())  # master dtype
+    assert all(
+        v.dtype == torch.float32 for v in load_file(out / "model.safetensors").values()
+    )  # master dtype
     assert _changed_fraction(initial, trained) >= 0.99
 
     pair = load_file(next(out.glob("checkpoint-*")) / "model.safetensors")  # policy + critic, as trained
@@ -91,7 +93,9 @@ def test_critic_free_bf16_compute_moves_every_weight(kind, tiny_model_dir, tmp_p
     from medrlvr_trl.critic_free import MedRLVRGRPOConfig, MedRLVRRLOOConfig
 
     monkeypatch.setattr(critic_free, "reward_functions", lambda *a, **k: [_length_reward])
-    config, trainer = {"grpo": (MedRLVRGRPOConfig, GRPOTrainer), "rloo": (MedRLVRRLOOConfig, RLOOTrainer)}[kind]
+    config, trainer = {"grpo": (MedRLVRGRPOConfig, GRPOTrainer), "rloo": (MedRLVRRLOOConfig, RLOOTrainer)}[
+        kind
+    ]
     out = tmp_path / kind
     argv = [
         "--config", str(REPO / f"recipes/configs/tiny/{kind}.yaml"),

@@ -1,0 +1,229 @@
+"""What only a real-size PPO run would expose, checked on the tiny model: gradient checkpointing that is
+on, rollouts that keep their KV cache, old log-probs that match the training forward, the critic's own
+learning rate and head, clipping, whitening and the sample-table frequency."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from transformers import RepetitionPenaltyLogitsProcessor, SuppressTokensLogitsProcessor
+from trl.experimental.utils import get_reward
+
+from medrlvr_trl.data import load_mcqa
+from medrlvr_trl.modeling import load_policy, load_tokenizer, load_value_model
+from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer, PolicyAndCritic, _forward_inputs
+from medrlvr_trl.verifier_reward import tokenize_prompts
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_DATA = REPO / "data" / "demo" / "medqa"
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Each trainer builds its own AcceleratorState (fp32 or bf16)."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _trainer(model_dir: Path, out: Path, *, head_std: float | None = None, **overrides) -> MedRLVRPPOTrainer:
+    """One update of 8 rollouts (2 micro-batches of 4 accumulated into one optimizer step) unless overridden."""
+    tokenizer = load_tokenizer(str(model_dir))
+    rows = load_mcqa(str(DEMO_DATA), "train", limit=32)
+    dataset, gold = tokenize_prompts(rows, tokenizer, template="r1", max_prompt_length=512)
+    values = dict(
+        output_dir=str(out), per_device_train_batch_size=4, gradient_accumulation_steps=2, num_mini_batches=1,
+        num_ppo_epochs=1, total_episodes=8, response_length=16, local_rollout_forward_batch_size=8,
+        learning_rate=1e-4, bf16=False, gradient_checkpointing=False, use_cpu=True, report_to="none",
+        save_steps=100, log_completions_steps=0, num_sample_generations=0, seed=0,
+    )  # fmt: skip
+    values.update(overrides)
+    args = MedRLVRPPOConfig(**values)
+    return MedRLVRPPOTrainer(
+        args=args,
+        processing_class=tokenizer,
+        model=load_policy(str(model_dir), None, tokenizer),
+        ref_model=load_policy(str(model_dir), None, tokenizer),
+        value_model=load_value_model(str(model_dir), None, tokenizer, head_std=head_std),
+        train_dataset=dataset,
+        gold=gold,
+    )
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _pair(trainer: MedRLVRPPOTrainer) -> PolicyAndCritic:
+    return trainer.accelerator.unwrap_model(trainer.model)
+
+
+# ------------------------------------------------------------------ gradient checkpointing, KV cache
+
+
+def test_gradient_checkpointing_is_on_and_rollouts_keep_their_kv_cache(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path, gradient_checkpointing=True)
+    pair = _pair(trainer)
+    assert pair.policy.is_gradient_checkpointing and pair.value_model.is_gradient_checkpointing
+    assert pair.policy.model.gradient_checkpointing and pair.critic_backbone.gradient_checkpointing
+
+    lengths: list[int] = []
+    embed = pair.policy.get_input_embeddings()
+    generate = trainer._generate
+
+    def recording_generate(policy, queries):
+        hook = embed.register_forward_pre_hook(lambda _, inputs: lengths.append(inputs[0].shape[1]))
+        try:
+            return generate(policy, queries)
+        finally:
+            hook.remove()
+
+    trainer._generate = recording_generate
+    trainer.train()
+    # With the cache, only the first step sees the prompt; every later step feeds one new token.
+    assert len(lengths) > 2 and lengths[0] > 1 and set(lengths[1:]) == {1}
+    assert pair.training, "the pair is back in train mode after the rollout"
+    assert "loss/policy_avg" in _metrics(tmp_path)[0]  # and the checkpointed update ran
+
+
+# ------------------------------------------------------------------ old log-probs
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_step_zero_ratio_is_one(bf16, tiny_model_dir, tmp_path):
+    """Old log-probs come from the training forward, so before the first optimizer step new == old.
+
+    (From generation scores: fp32 vs bf16 log-softmax gave step-0 ratios of 0.971-1.014, and the pad
+    suppression renormalised sampling but not the training forward.)
+    """
+    trainer = _trainer(tiny_model_dir, tmp_path, bf16=bf16)
+    trainer.train()
+    assert abs(_metrics(tmp_path)[0]["val/ratio"] - 1.0) < 1e-3
+    assert _metrics(tmp_path)[0]["policy/approxkl_avg"] < 1e-6
+
+
+def test_sampling_ignores_the_checkpoints_own_generation_processors(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path)
+    policy = _pair(trainer).policy
+    policy.generation_config.repetition_penalty = 5.0  # as a checkpoint's generation_config.json may say
+    seen = []
+    build = policy._get_logits_processor
+
+    def recording(*args, **kwargs):
+        processors = build(*args, **kwargs)
+        seen.append([type(p) for p in processors])
+        return processors
+
+    policy._get_logits_processor = recording
+    trainer.train()
+    assert seen and all(SuppressTokensLogitsProcessor in kinds for kinds in seen)
+    assert not any(RepetitionPenaltyLogitsProcessor in kinds for kinds in seen)
+    assert policy.generation_config.repetition_penalty == 5.0  # the model's own config is left as it was
+
+
+def test_pair_values_equal_trls_critic_values(tiny_model_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    policy = load_policy(str(tiny_model_dir), None, tokenizer)
+    critic = load_value_model(str(tiny_model_dir), None, tokenizer, head_std=0.5)
+    prompts = tokenizer(["User: short\nAssistant:", "User: a longer question here\nAssistant:"], padding=True)
+    queries = torch.tensor(prompts["input_ids"])
+    responses = torch.tensor([[11, 12, 13, tokenizer.pad_token_id], [14, 15, 16, 17]])
+    query_responses = torch.cat([queries, responses], dim=1)
+    context = queries.shape[1]
+    with torch.no_grad():
+        logits, values = PolicyAndCritic(policy, critic)(
+            **_forward_inputs(query_responses, tokenizer.pad_token_id, 4)
+        )
+        trl_values = get_reward(critic, query_responses, tokenizer.pad_token_id, context)[0][
+            :, context - 1 : -1, 0
+        ]
+        full = policy(
+            input_ids=query_responses.masked_fill(query_responses == tokenizer.pad_token_id, 0),
+            attention_mask=query_responses != tokenizer.pad_token_id,
+            position_ids=_forward_inputs(query_responses, tokenizer.pad_token_id, 4)["position_ids"],
+        )
+    assert logits.shape == (2, 4, policy.config.vocab_size)
+    torch.testing.assert_close(values, trl_values)
+    torch.testing.assert_close(logits, full.logits[:, context - 1 : -1])
+
+
+# ------------------------------------------------------------------ the critic
+
+
+def test_critic_has_its_own_learning_rate_and_the_scheduler_scales_both(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path, learning_rate=1e-6, critic_learning_rate=9e-6,
+                       total_episodes=16, lr_scheduler_type="linear")  # fmt: skip
+    groups = trainer.optimizer.param_groups
+    rates = {(g["role"], g["lr"]) for g in groups}
+    assert rates == {("policy", 1e-6), ("critic", 9e-6)}
+    pair = _pair(trainer)
+    critic_params = {id(p) for p in pair.value_model.parameters()}
+    assert all((id(p) in critic_params) == (g["role"] == "critic") for g in groups for p in g["params"])
+    assert sum(len(g["params"]) for g in groups) == len(list(pair.parameters()))
+    trainer.lr_scheduler.step()  # linear decay over the run's 2 updates: halfway
+    rates = {g["role"]: g["lr"] for g in groups}
+    assert rates["policy"] == pytest.approx(5e-7) and rates["critic"] == pytest.approx(4.5e-6)
+
+
+def test_fresh_critic_head_starts_small(tiny_model_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    hidden = load_policy(str(tiny_model_dir), None, tokenizer).config.hidden_size
+    default = load_value_model(str(tiny_model_dir), None, tokenizer).score.weight
+    assert default.std().item() == pytest.approx(1 / (hidden + 1), rel=0.3)  # OpenRLHF's init, not 0.02
+    assert (
+        torch.count_nonzero(load_value_model(str(tiny_model_dir), None, tokenizer, head_std=0.0).score.weight)
+        == 0
+    )
+
+
+def test_critic_warmup_trains_the_critic_only(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path, critic_warmup_updates=1, head_std=0.5)
+    pair = _pair(trainer)
+    policy_before = {k: v.clone() for k, v in pair.policy.state_dict().items()}
+    critic_before = {k: v.clone() for k, v in pair.value_model.state_dict().items()}
+    trainer.train()
+    assert all(torch.equal(policy_before[k], v) for k, v in pair.policy.state_dict().items())
+    assert any(not torch.equal(critic_before[k], v) for k, v in pair.value_model.state_dict().items())
+
+
+# ------------------------------------------------------------------ clipping, whitening, sample table
+
+
+def test_gradients_are_clipped_at_max_grad_norm_and_the_norm_is_logged(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path, max_grad_norm=1e-3, head_std=0.5)
+    params = list(trainer.model.parameters())
+    norms: list[float] = []
+
+    def record(*_):
+        grads = [p.grad for p in params if p.grad is not None]
+        norms.append(
+            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
+        )
+
+    trainer.optimizer.optimizer.register_step_pre_hook(record)
+    trainer.train()
+    logged = _metrics(tmp_path)[0]["policy/grad_norm"]
+    assert logged > 1e-3  # the norm before clipping
+    assert norms and max(norms) <= 1e-3 * 1.001  # what the optimizer stepped with
+
+
+def test_whitening_counts_all_rollouts_of_a_process(tiny_model_dir, tmp_path):
+    # 2 micro-batches of 4 per mini-batch: TRL's own check saw 4 and refused; whitening is over 8.
+    trainer = _trainer(tiny_model_dir, tmp_path / "ok", whiten_rewards=True, gradient_accumulation_steps=1,
+                       num_mini_batches=2)  # fmt: skip
+    trainer.train()
+    assert len(_metrics(tmp_path / "ok")) == 1
+    with pytest.raises(ValueError, match="at least 8 rollouts per process"):
+        _trainer(tiny_model_dir, tmp_path / "few", whiten_rewards=True, gradient_accumulation_steps=1,
+                 total_episodes=4)  # fmt: skip
+
+
+def test_sample_table_frequency_counts_real_updates(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path, total_episodes=32, gradient_accumulation_steps=1,
+                       num_mini_batches=2, num_sample_generations=2)  # fmt: skip
+    assert trainer.plan.num_updates == 4
+    assert trainer.sample_generations_freq == 2  # TRL counted 8 updates of one mini-batch: 4
