@@ -228,6 +228,12 @@ class MedRLVRPPOTrainer(PPOTrainer):
                 raise ValueError(
                     "LoRA with ZeRO-3 is not supported (the adapter is merged at save); use ZeRO-2"
                 )
+        clip = self.model.gradient_clipping() if self.is_deepspeed_enabled else args.max_grad_norm
+        logger.info(
+            "clips gradients at %s (%s)",
+            clip,
+            "DeepSpeed engine" if self.is_deepspeed_enabled else "accelerate",
+        )
         plan = self.plan
         args.local_batch_size = plan.rollouts_per_device
         args.batch_size = plan.rollouts_per_update

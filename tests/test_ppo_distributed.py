@@ -45,12 +45,14 @@ def _updates(out: Path) -> list[dict]:
 def test_two_process_ppo_trains_and_saves_a_full_policy(launch_config, tiny_model_dir, tmp_path):
     out = tmp_path / launch_config
     command = [str(BIN / "accelerate"), "launch", "--config_file", str(REPO / f"launch/{launch_config}.yaml")]
-    command += _recipe(tiny_model_dir, out, "--total_episodes", "32")
+    command += _recipe(tiny_model_dir, out, "--total_episodes", "32", "--max_grad_norm", "0.5")
     done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "clips gradients at 0.5" in done.stderr  # DeepSpeed's engine too, not accelerate's default 1.0
 
     updates = _updates(out)
     assert [u["episode"] for u in updates] == [16, 32]  # 8 rollouts per process x 2 processes per update
+    assert all(u["policy/grad_norm"] > 0 for u in updates)
     trained = AutoModelForCausalLM.from_pretrained(out)
     initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     trained_state, initial_state = trained.state_dict(), initial.state_dict()
@@ -59,6 +61,30 @@ def test_two_process_ppo_trains_and_saves_a_full_policy(launch_config, tiny_mode
         trained_state[k].shape == initial_state[k].shape for k in initial_state
     )  # gathered, not shards
     assert any(not torch.equal(trained_state[k], initial_state[k]) for k in initial_state)
+
+
+def test_two_process_lora_ppo_trains_the_adapter_and_saves_a_merged_policy(tiny_model_dir, tmp_path):
+    out = tmp_path / "lora"
+    command = [str(BIN / "accelerate"), "launch", "--config_file", str(REPO / "launch/cpu_ddp.yaml")]
+    lora = (
+        "--use_peft",
+        "true",
+        "--lora_r",
+        "4",
+        "--lora_alpha",
+        "8",
+        "--lora_target_modules",
+        "q_proj",
+        "v_proj",
+    )
+    command += _recipe(tiny_model_dir, out, "--total_episodes", "16", *lora)
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    merged = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    changed = [name for name, weight in merged.items() if not torch.equal(weight, base[name])]
+    assert changed and all("q_proj" in n or "v_proj" in n for n in changed)
+    assert _updates(out)[0]["objective/kl"] == pytest.approx(0.0, abs=1e-6)  # reference = adapter off
 
 
 @pytest.mark.parametrize("kill_signal", [signal.SIGKILL, signal.SIGTERM])
