@@ -11,7 +11,9 @@ Med-RLVR reaches them through public seams:
 - reward: one TRL reward function per term of the reward registry (`trl_rewards.reward_functions`);
 - logs: the first reward function hands each generation batch to `rollout_log.RolloutLog`, which
   writes PPO-format `metrics.jsonl` / `completions.jsonl` for the dynamics report;
-- final save: the policy and `run_info.json` with `answer_mode: cot`, as the PPO recipe saves it.
+- final save: the policy and `run_info.json` with `answer_mode: cot`, as the PPO recipe saves it;
+- stop signals: SIGTERM or SIGUSR1 ends the run at the next generation-batch boundary with a
+  checkpoint and no final model (`preemption.PreemptionCallback`); the same command resumes.
 
     run_recipe("grpo", MedRLVRGRPOConfig, GRPOTrainer, argv)    # what recipes/grpo_medqa.py does
 """
@@ -28,10 +30,12 @@ from typing import Any
 
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, ModelConfig, RLOOConfig, get_peft_config
 
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config
 from medrlvr_trl.modeling import precision_record, trainable_dtype
+from medrlvr_trl.preemption import PreemptionCallback, PreemptionHandler
 from medrlvr_trl.prompts import build_prompt, get_template
 from medrlvr_trl.recipe_setup import (
     end_distributed,
@@ -337,7 +341,16 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=checkpoint)
+    with PreemptionHandler() as preemption:
+        # Stops only between generation batches: a run resumed inside one would not get it back.
+        every = args.optimizer_steps_per_update
+        trainer.add_callback(PreemptionCallback(preemption, trainer.accelerator, every=every))
+        trainer.train(resume_from_checkpoint=checkpoint)
+    if preemption.stopped:  # not finished: no final model, so the same command resumes
+        step = trainer.state.global_step
+        preemption.report(step, Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}")
+        end_distributed(trainer.accelerator)
+        return
     save_final_model(
         trainer,
         {

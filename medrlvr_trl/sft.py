@@ -83,18 +83,27 @@ def check_output_dir(output_dir: str | Path, *, overwrite: bool, resuming: bool)
         )
 
 
-def resolve_resume(value: str | None, output_dir: str | Path) -> str | bool | None:
+def resolve_resume(
+    value: str | None, output_dir: str | Path, *, overwrite: bool = False
+) -> str | bool | None:
     """Map the `resume_from_checkpoint` option onto what `Trainer.train` expects.
 
     "last" or "true" means the newest checkpoint in output_dir (an error if there is none); any
-    other value is a checkpoint path, which must exist.
+    other value is a checkpoint path, which must exist. Unset, an output_dir with checkpoint-*
+    folders but no `run_info.json` holds a run that was stopped (preempted, killed) before it
+    finished; it continues, as the RL recipes do, so a requeued job's unchanged command resumes.
+    `overwrite` (--overwrite_output_dir) starts such a folder afresh instead.
     """
-    if value is None or value == "":
-        return None
-    if value.lower() in {"last", "true"}:
-        from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import get_last_checkpoint
 
-        if not Path(output_dir).is_dir() or get_last_checkpoint(str(output_dir)) is None:
+    has_checkpoint = Path(output_dir).is_dir() and get_last_checkpoint(str(output_dir)) is not None
+    if value is None or value == "":
+        if not has_checkpoint or overwrite or (Path(output_dir) / RUN_INFO_FILENAME).is_file():
+            return None
+        logger.info("%s holds checkpoints but no finished model: continuing that run", output_dir)
+        return True
+    if value.lower() in {"last", "true"}:
+        if not has_checkpoint:
             raise ValueError(
                 f"resume_from_checkpoint={value!r} but output_dir {str(output_dir)!r} holds no checkpoint-* "
                 "folder; pass a checkpoint path or drop the option"

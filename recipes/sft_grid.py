@@ -8,6 +8,9 @@ Each learning rate is one ordinary `recipes/sft_medqa.py` run (into `grid_dir/lr
 with `launcher`; then `recipes/eval_mcqa.py` scores every run on the dev set in one go. Writes
 `grid.json` and `grid.md` (all runs) and a `best` link to the winner into `grid_dir`. A run that
 already finished (its `run_info.json` exists) is reused, so an interrupted grid continues.
+SIGTERM or SIGUSR1 to the process group stops the running SFT run with a checkpoint (see
+`recipes/sft_medqa.py`) and then the grid, with exit code 0; the same command continues both. A
+signal to the grid's own process alone lets the running SFT run finish, then stops the grid.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from medrlvr_trl.configs import parse_config  # noqa: E402
 from medrlvr_trl.data import load_mcqa  # noqa: E402
 from medrlvr_trl.evaluation import RUN_INFO_FILENAME, parse_dataset_specs  # noqa: E402
+from medrlvr_trl.preemption import PreemptionHandler  # noqa: E402
 from medrlvr_trl.sft import grid_markdown, grid_run_name, pick_best  # noqa: E402
 
 logger = logging.getLogger("sft_grid")
@@ -73,7 +77,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
             args.sft_config,
         ]
         command += ["--learning_rate", repr(lr), "--output_dir", str(out), *resume_options(out)]
-        run(command + shlex.split(args.sft_args), f"SFT run {name}")
+        # A stop signal ends the grid after this run: the grid waits for the run's checkpoint.
+        with PreemptionHandler() as preemption:
+            run(command + shlex.split(args.sft_args), f"SFT run {name}")
+        if preemption.received or not (out / RUN_INFO_FILENAME).is_file():
+            logger.info("%s stopped before the grid finished; run the same command to continue", name)
+            return grid_dir
 
     dev_label = parse_dataset_specs(args.dev_dataset)[0].label
     eval_dir = grid_dir / "dev_eval"

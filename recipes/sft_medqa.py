@@ -5,6 +5,9 @@
 
 Any config field can be overridden on the command line. The final model, its tokenizer, a model card
 and `run_info.json` (target style, prompt template, answer mode for evaluation) go to `output_dir`.
+SIGTERM or SIGUSR1 ends the run after the current optimizer step with a checkpoint and exit code 0,
+without the final model; the same command then continues it (an output_dir with checkpoint-* folders
+but no `run_info.json` is resumed).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from accelerate import PartialState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, SFTTrainer, get_peft_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
@@ -24,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config  # noqa: E402
 from medrlvr_trl.data import load_mcqa  # noqa: E402
 from medrlvr_trl.modeling import load_policy, load_tokenizer, precision_record, trainable_dtype  # noqa: E402
+from medrlvr_trl.preemption import PreemptionCallback, PreemptionHandler  # noqa: E402
 from medrlvr_trl.sft import (  # noqa: E402
     MedSFTConfig,
     build_sft_dataset,
@@ -44,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if model_args.model_name_or_path is None:
         raise ValueError("model_name_or_path is required (a Hub id or a local model folder)")
     output_dir = Path(training_args.output_dir)
-    resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
+    resume = resolve_resume(
+        training_args.resume_from_checkpoint, output_dir, overwrite=training_args.overwrite_output_dir
+    )
     check_output_dir(output_dir, overwrite=training_args.overwrite_output_dir, resuming=resume is not None)
     if script_args.dry_run:
         logger.info("dry run: script %s", json.dumps(asdict(script_args), default=str))
@@ -97,7 +104,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=resume)
+    with PreemptionHandler() as preemption:
+        trainer.add_callback(PreemptionCallback(preemption, trainer.accelerator))
+        trainer.train(resume_from_checkpoint=resume)
+    if preemption.stopped:  # not finished: no final model, so the same command resumes
+        step = trainer.state.global_step
+        preemption.report(step, output_dir / f"{PREFIX_CHECKPOINT_DIR}-{step}")
+        return output_dir
 
     # `Trainer.save_model` unwraps DDP / FSDP and gathers ZeRO-3 shards (with
     # `zero3_save_16bit_model: true` in the accelerate config); it also saves the tokenizer.
