@@ -1,5 +1,6 @@
 """PPO as users launch it: `accelerate launch` with 2 processes (DDP, ZeRO-2, ZeRO-3 on gloo), and a
-run killed from outside then restarted with the same command."""
+run killed (SIGKILL) or stopped (SIGTERM: checkpoint and exit, tests/test_preemption.py) from outside,
+then restarted with the same command."""
 
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def test_two_process_lora_ppo_trains_the_adapter_and_saves_a_merged_policy(tiny_
 
 
 @pytest.mark.parametrize("kill_signal", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_run_restarted_with_the_same_command_finishes(kill_signal, tiny_model_dir, tmp_path):
+def test_killed_or_stopped_run_restarted_with_the_same_command_finishes(kill_signal, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     command = [str(BIN / "python")] + _recipe(
         tiny_model_dir, out, "--total_episodes", "48", "--save_steps", "1"
