@@ -55,6 +55,28 @@ class MCQAScriptArguments(ScriptArguments):
     )
 
 
+SAVE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class FinalModelOptions:
+    """How the finished model is written; a mixin of every training config (before the TRL class)."""
+
+    final_model_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Save the final model in this dtype ({', '.join(SAVE_DTYPES)}); default: as trained."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.final_model_dtype is not None and self.final_model_dtype not in SAVE_DTYPES:
+            raise ValueError(
+                f"final_model_dtype: got {self.final_model_dtype!r}; choose one of {', '.join(SAVE_DTYPES)}"
+            )
+        super().__post_init__()
+
+
 def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     """Parse `--config file.yaml` plus command-line overrides into the given dataclasses.
 

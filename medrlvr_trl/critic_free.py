@@ -34,7 +34,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, ModelConfig, RLOOConfig, get_peft_config
 
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config
-from medrlvr_trl.modeling import precision_record, trainable_dtype
+from medrlvr_trl.modeling import cast_saved_weights, precision_record, trainable_dtype
 from medrlvr_trl.preemption import PreemptionCallback, PreemptionHandler
 from medrlvr_trl.prompts import build_prompt, get_template
 from medrlvr_trl.recipe_setup import (
@@ -274,6 +274,7 @@ def save_final_model(trainer: Any, info: dict[str, Any]) -> Path:
     else:
         trainer.save_model(str(out))  # unwraps DDP/DeepSpeed, gathers ZeRO-3 weights, saves the tokenizer
     if accelerator.is_main_process:
+        cast_saved_weights(out, trainer.args.final_model_dtype)
         (out / "README.md").write_text(
             model_card_text(
                 f"Med-RLVR {str(info.get('kind', '')).upper()} policy",

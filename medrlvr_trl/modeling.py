@@ -145,7 +145,9 @@ def trainable_dtype(requested: str | torch.dtype | None, training_args: Any) -> 
         return _as_torch_dtype(requested)
     resolved = _as_torch_dtype(requested)  # unknown names still fail here
     if resolved not in (torch.float32, "auto"):
-        logger.info("trainable weights load in float32 (fp32 master weights); %s is the compute dtype", resolved)
+        logger.info(
+            "trainable weights load in float32 (fp32 master weights); %s is the compute dtype", resolved
+        )
     return torch.float32
 
 
@@ -156,12 +158,42 @@ def uses_deepspeed(training_args: Any) -> bool:
 
 
 def precision_record(training_args: Any, model: PreTrainedModel) -> dict[str, str]:
-    """What `run_info.json` says about precision: the master weights' dtype and the compute dtype."""
+    """What `run_info.json` says about precision: master weights, compute and saved final model dtypes."""
     compute = "bfloat16" if training_args.bf16 else "float16" if training_args.fp16 else "float32"
-    master = str(next(model.parameters()).dtype).removeprefix("torch.")
+    weights = str(next(model.parameters()).dtype).removeprefix("torch.")
+    master = weights
     if uses_deepspeed(training_args) and compute != "float32":
         master = "float32 (DeepSpeed optimizer partitions)"
-    return {"master_weights_dtype": master, "compute_dtype": compute}
+    saved = getattr(training_args, "final_model_dtype", None) or weights
+    return {"master_weights_dtype": master, "compute_dtype": compute, "saved_dtype": saved}
+
+
+def cast_saved_weights(folder: str | Path, dtype: str | None) -> None:
+    """Rewrite a saved model's floating-point weights in `dtype` (`final_model_dtype`); None: leave them.
+
+    Works on the files, after any backend has gathered and saved them, so DDP, ZeRO-2/3 and LoRA
+    merges all end the same way. Each file is replaced atomically.
+    """
+    if dtype is None:
+        return
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    target = getattr(torch, dtype)
+    folder = Path(folder)
+    for path in sorted(folder.glob("*.safetensors")):
+        tensors = {k: v.to(target) if v.is_floating_point() else v for k, v in load_file(path).items()}
+        staging = path.with_name(path.name + ".tmp")
+        save_file(tensors, staging, metadata={"format": "pt"})
+        os.replace(staging, path)
+    config_path = folder / "config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+        config["dtype"] = dtype
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
+    logger.info("final model weights written in %s", dtype)
 
 
 def _load_kwargs(model_config: ModelConfig | None, dtype: str | torch.dtype | None) -> dict[str, Any]:

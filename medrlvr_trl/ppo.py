@@ -52,6 +52,7 @@ from trl.trainer.utils import selective_log_softmax
 from medrlvr_trl import runlog
 from medrlvr_trl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from medrlvr_trl.dynamics import CompletionFeatures, completion_features, summarise
+from medrlvr_trl.modeling import cast_saved_weights
 from medrlvr_trl.preemption import PreemptionHandler
 from medrlvr_trl.recipe_setup import model_card_text
 from medrlvr_trl.rewards import Verdict
@@ -688,6 +689,7 @@ class MedRLVRPPOTrainer(PPOTrainer):
                 prefix = "policy."
                 policy_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
                 policy.save_pretrained(staging, state_dict=policy_state)
+            cast_saved_weights(staging, self.args.final_model_dtype)
             self.processing_class.save_pretrained(staging)
             info = {"kind": "ppo", "prompt_template": "r1", "answer_mode": "cot", **(model_card or {})}
             (staging / "run_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")

@@ -18,6 +18,7 @@ from typing import Any
 import datasets
 from trl import SFTConfig
 
+from medrlvr_trl.configs import FinalModelOptions
 from medrlvr_trl.evaluation import RUN_INFO_FILENAME
 from medrlvr_trl.prompts import TARGET_STYLES, answer_target, build_prompt, get_template
 
@@ -30,7 +31,7 @@ SFT_ANSWER_MODE = "direct"
 
 
 @dataclass
-class MedSFTConfig(SFTConfig):
+class MedSFTConfig(FinalModelOptions, SFTConfig):
     """TRL's `SFTConfig` plus the options of the matched baseline."""
 
     sft_target: str = field(

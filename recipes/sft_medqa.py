@@ -27,7 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config  # noqa: E402
 from medrlvr_trl.data import load_mcqa  # noqa: E402
-from medrlvr_trl.modeling import load_policy, load_tokenizer, precision_record, trainable_dtype  # noqa: E402
+from medrlvr_trl.modeling import (  # noqa: E402
+    cast_saved_weights,
+    load_policy,
+    load_tokenizer,
+    precision_record,
+    trainable_dtype,
+)
 from medrlvr_trl.preemption import PreemptionCallback, PreemptionHandler  # noqa: E402
 from medrlvr_trl.sft import (  # noqa: E402
     MedSFTConfig,
@@ -123,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         target=training_args.sft_target,
     )
     if trainer.is_world_process_zero():
+        cast_saved_weights(output_dir, training_args.final_model_dtype)
         precision = precision_record(training_args, model)
         write_run_info(output_dir, {**info, "learning_rate": training_args.learning_rate, **precision})
         trainer.create_model_card(

@@ -106,3 +106,26 @@ def test_critic_free_bf16_compute_moves_every_weight(kind, tiny_model_dir, tmp_p
     info = json.loads((out / "run_info.json").read_text())
     assert (info["master_weights_dtype"], info["compute_dtype"]) == ("float32", "bfloat16")
     assert _changed_fraction(_policy_weights(tiny_model_dir), _policy_weights(out)) >= 0.99
+
+
+@pytest.mark.parametrize("recipe", ["ppo_medqa", "sft_medqa"])
+def test_final_model_dtype_saves_the_trained_model_in_the_asked_dtype(recipe, tiny_model_dir, tmp_path):
+    out = tmp_path / recipe
+    if recipe == "ppo_medqa":
+        argv = ["--config", str(REPO / "recipes/configs/tiny/ppo.yaml"), "--model_name_or_path", str(tiny_model_dir),
+                "--dataset_name", str(DEMO_DATA), "--output_dir", str(out), "--total_episodes", "8"]  # fmt: skip
+    else:
+        argv = tiny_sft_args(
+            tiny_model_dir, DEMO_DATA, out, "--max_train_samples", "8", "--num_train_epochs", "1"
+        )
+    load_recipe(recipe).main([*argv, "--final_model_dtype", "bfloat16"])
+    assert {v.dtype for v in load_file(out / "model.safetensors").values()} == {torch.bfloat16}
+    info = json.loads((out / "run_info.json").read_text())
+    assert (info["master_weights_dtype"], info["saved_dtype"]) == ("float32", "bfloat16")
+    assert AutoModelForCausalLM.from_pretrained(out, dtype="auto").dtype == torch.bfloat16
+
+
+def test_unknown_final_model_dtype_is_refused_before_training(tiny_model_dir, tmp_path):
+    argv = tiny_sft_args(tiny_model_dir, DEMO_DATA, tmp_path / "sft", "--final_model_dtype", "bf16")
+    with pytest.raises(ValueError, match="final_model_dtype: got 'bf16'; choose one of float32, bfloat16"):
+        load_recipe("sft_medqa").main(argv)
