@@ -4,8 +4,12 @@
     accelerate launch --config_file launch/zero3.yaml recipes/ppo_medqa.py --config ... --learning_rate 5e-7
     python recipes/ppo_medqa.py --config recipes/configs/tiny/ppo.yaml        # offline, CPU
 
-The same command continues an interrupted run from its newest checkpoint. `--dry_run true` prints
-the resolved configuration and the batch arithmetic without loading data or models.
+The same command continues an interrupted run from its newest checkpoint. SIGTERM or SIGUSR1 (to
+every process, or to the `accelerate launch` process, see launch/slurm_ppo.sbatch) ends the run after
+the current update with a checkpoint and exit code 0, without the final model. `--dry_run true` prints
+the resolved configuration, the batch arithmetic and a per-device memory estimate (weights, gradients,
+optimizer states, KV cache, logits, activations; ZeRO stage and world size read from the launch)
+without loading data or models.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from trl import ModelConfig, get_peft_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from medrlvr_trl.checkpoint import checkpoint_path  # noqa: E402
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config  # noqa: E402
+from medrlvr_trl.memory_plan import log_memory_plan  # noqa: E402
 from medrlvr_trl.modeling import (  # noqa: E402
     load_policy,
     load_value_model,
@@ -29,6 +35,7 @@ from medrlvr_trl.modeling import (  # noqa: E402
     trainable_dtype,
 )
 from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer, plan_batches  # noqa: E402
+from medrlvr_trl.preemption import PreemptionHandler  # noqa: E402
 from medrlvr_trl.prompts import get_template  # noqa: E402
 from medrlvr_trl.recipe_setup import (  # noqa: E402
     end_distributed,
@@ -52,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     if script_args.dry_run:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         log_dry_run(script_args, model_args, ppo_args, lambda rows: plan_batches(ppo_args, world_size, rows))
+        log_memory_plan(ppo_args, model_args)  # per-device estimate: docs/benchmarks.md#memory-plan
         return
 
     rows, tokenizer = load_rows_and_tokenizer(script_args, model_args, recipe="ppo")
@@ -83,7 +91,13 @@ def main(argv: list[str] | None = None) -> None:
         gold=gold,
         peft_config=get_peft_config(model_args),
     )
-    trainer.train()
+    with PreemptionHandler() as preemption:
+        trainer.train(preemption)
+    if preemption.stopped:  # not finished: no final model, so the same command resumes
+        update = trainer.state.global_step
+        preemption.report(update, checkpoint_path(ppo_args.output_dir, update), unit="update")
+        end_distributed(trainer.accelerator)
+        return
     trainer.save_final_model(
         model_card={
             "base_model": model_args.model_name_or_path,
