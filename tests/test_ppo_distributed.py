@@ -89,7 +89,9 @@ def test_two_process_lora_ppo_trains_the_adapter_and_saves_a_merged_policy(tiny_
 
 
 @pytest.mark.parametrize("kill_signal", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_or_stopped_run_restarted_with_the_same_command_finishes(kill_signal, tiny_model_dir, tmp_path):
+def test_killed_or_stopped_run_restarted_with_the_same_command_finishes(
+    kill_signal, tiny_model_dir, tmp_path
+):
     out = tmp_path / "run"
     command = [str(BIN / "python")] + _recipe(
         tiny_model_dir, out, "--total_episodes", "48", "--save_steps", "1"
