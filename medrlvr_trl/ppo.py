@@ -463,12 +463,12 @@ class MedRLVRPPOTrainer(PPOTrainer):
         self, rollouts: Rollouts, advantages: torch.Tensor, returns: torch.Tensor
     ) -> dict[str, float]:
         args, model, accelerator = self.args, self.model, self.accelerator
-        pad, context = self.processing_class.pad_token_id, rollouts.queries.shape[1]
+        pad = self.processing_class.pad_token_id
         micro, mini = args.per_device_train_batch_size, self.plan.mini_batch_per_device
         stats: dict[str, list[torch.Tensor]] = {}
         if (
             self._critic_warmup()
-        ):  # lr 0 too, so weight decay leaves the policy as it is (the scheduler resets it)
+        ):  # lr 0 too, so weight decay cannot move it (the scheduler's step restores lr)
             for group in self.optimizer.param_groups:
                 if group.get("role") == "policy":
                     group["lr"] = 0.0
@@ -478,9 +478,7 @@ class MedRLVRPPOTrainer(PPOTrainer):
                 for micro_start in range(mini_start, mini_start + mini, micro):
                     idx = order[micro_start : micro_start + micro]
                     with accelerator.accumulate(model):
-                        step_stats = self._micro_step(
-                            rollouts, idx, advantages[idx], returns[idx], pad, context
-                        )
+                        step_stats = self._micro_step(rollouts, idx, advantages[idx], returns[idx], pad)
                     for key, value in step_stats.items():
                         stats.setdefault(key, []).append(value)
         return {key: torch.stack(values).float().mean() for key, values in stats.items()}
@@ -492,7 +490,6 @@ class MedRLVRPPOTrainer(PPOTrainer):
         advantages: torch.Tensor,
         returns: torch.Tensor,
         pad: int,
-        context: int,
     ) -> dict[str, torch.Tensor]:
         args = self.args
         mask = rollouts.padding_mask[idx]
