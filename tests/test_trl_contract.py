@@ -51,3 +51,13 @@ def test_policy_and_value_wrapper_exposes_policy_and_value_model():
 def test_sample_table_scores_through_the_module_level_get_reward():
     # Our reward seam swaps `trl_ppo.get_reward`; it only works while TRL looks the name up globally.
     assert "get_reward" in PPOTrainer.generate_completions.__code__.co_names
+
+
+def test_constructor_builds_the_accelerator_and_wrapper_through_names_we_swap():
+    # `ppo._trl_construction_seams` replaces both module-level names while TRL's __init__ runs.
+    names = PPOTrainer.__init__.__code__.co_names
+    assert "Accelerator" in names and "PolicyAndValueWrapper" in names
+    assert hasattr(trl_ppo, "Accelerator") and hasattr(trl_ppo, "PolicyAndValueWrapper")
+    assert "self.critic_backbone = getattr(value_model, value_model.base_model_prefix)" in inspect.getsource(
+        trl_ppo.PolicyAndValueWrapper
+    )
