@@ -88,7 +88,7 @@ def load_policy(
 
     model = _from_pretrained(AutoModelForCausalLM, name_or_path, **_load_kwargs(model_config, dtype))
     _fit_to_tokenizer(model, tokenizer)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
 
 
@@ -116,11 +116,15 @@ def load_value_model(
     config = _from_pretrained(AutoConfig, name_or_path, revision=kwargs.get("revision"))
     # A freshly loaded config of our own: transformers 5 rejects num_labels= as a loading kwarg.
     config.num_labels = 1
-    config.pad_token_id = tokenizer.pad_token_id
+    if tokenizer.pad_token_id < config.get_text_config().vocab_size:
+        config.pad_token_id = tokenizer.pad_token_id
+    # else: an added pad token beyond the embeddings; set once they have grown (an embedding's
+    # padding_idx must lie inside it)
     model, info = _from_pretrained(
         AutoModelForSequenceClassification, name_or_path, config=config, output_loading_info=True, **kwargs
     )
     _fit_to_tokenizer(model, tokenizer)
+    model.config.pad_token_id = tokenizer.pad_token_id
     head = model.score
     if any(key.startswith("score.") for key in info["missing_keys"]):
         std = head_std if head_std is not None else 1.0 / (config.get_text_config().hidden_size + 1)
@@ -234,10 +238,20 @@ def _fit_to_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     Checkpoints such as Qwen2.5 keep spare rows beyond the tokenizer; shrinking them would change
     the model for no reason, so a larger embedding is left as it is.
     """
+    import torch
+
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
         logger.info("resizing token embeddings from %d to %d rows to fit the tokenizer", rows, len(tokenizer))
-        model.resize_token_embeddings(len(tokenizer))
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        # New rows (an added pad token) start at the mean of the trained ones: a neutral input, and an
+        # output row no likelier than an average token (sampling suppresses pad anyway).
+        tables = {
+            id(t): t for t in (model.get_input_embeddings(), model.get_output_embeddings()) if t is not None
+        }
+        with torch.no_grad():
+            for table in tables.values():
+                table.weight[rows:] = table.weight[:rows].mean(dim=0)
 
 
 def _from_pretrained(loader: Any, name_or_path: str, **kwargs: Any) -> Any:

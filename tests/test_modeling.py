@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
 import torch
 from tokenizers import Tokenizer, models
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerFast
 from trl import ModelConfig
 
 from medrlvr_trl.modeling import (
@@ -115,3 +116,33 @@ def test_missing_local_path_error_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "not-built-yet" / "policy"
     with pytest.raises(ModelSourceError, match=f"{missing}.*does not exist"):
         load_tokenizer(str(missing))
+
+
+@pytest.fixture()
+def no_spare_pad_dir(qwen_like_tiny_dir: Path, tmp_path: Path) -> Path:
+    """The pad == eos tiny model with its spare `<|fim_pad|>` renamed: configured like SmolLM2 or Llama-2,
+    whose tokenizers have no unused pad-like token, so one must be added."""
+    folder = tmp_path / "no-spare-pad"
+    shutil.copytree(qwen_like_tiny_dir, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        path = folder / name
+        path.write_text(path.read_text().replace("<|fim_pad|>", "<|fim_spare|>"))
+    return folder
+
+
+def test_added_pad_token_grows_every_model_and_starts_at_the_mean_row(no_spare_pad_dir: Path) -> None:
+    tokenizer = load_tokenizer(str(no_spare_pad_dir))
+    rows = AutoConfig.from_pretrained(no_spare_pad_dir).vocab_size
+    assert (tokenizer.pad_token, tokenizer.pad_token_id, len(tokenizer)) == ("<|pad|>", rows, rows + 1)
+
+    policy = load_policy(str(no_spare_pad_dir), None, tokenizer)
+    value = load_value_model(str(no_spare_pad_dir), None, tokenizer)  # padding_idx beyond the table failed
+    for model in (policy, value):
+        table = model.get_input_embeddings().weight
+        assert table.shape[0] == rows + 1 and model.config.pad_token_id == rows
+        torch.testing.assert_close(table[rows], table[:rows].mean(dim=0))
+    head = policy.get_output_embeddings().weight
+    torch.testing.assert_close(head[rows], head[:rows].mean(dim=0))
+    batch = tokenizer(["User: a", "User: a longer question here"], return_tensors="pt", padding=True)
+    assert (batch["input_ids"] == rows).any()  # the new pad id really is used
+    assert value(**batch).logits.shape == (2, 1) and policy(**batch).logits.shape[-1] == rows + 1
