@@ -236,22 +236,35 @@ def _fit_to_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     """Grow the embeddings only when the tokenizer has ids beyond them (e.g. an added pad token).
 
     Checkpoints such as Qwen2.5 keep spare rows beyond the tokenizer; shrinking them would change
-    the model for no reason, so a larger embedding is left as it is.
+    the model for no reason, so a larger embedding is left as it is. Rows are counted with
+    `num_embeddings`: under ZeRO-3 a partitioned weight's shape is empty.
     """
     import torch
 
-    rows = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > rows:
-        logger.info("resizing token embeddings from %d to %d rows to fit the tokenizer", rows, len(tokenizer))
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        # New rows (an added pad token) start at the mean of the trained ones: a neutral input, and an
-        # output row no likelier than an average token (sampling suppresses pad anyway).
-        tables = {
-            id(t): t for t in (model.get_input_embeddings(), model.get_output_embeddings()) if t is not None
-        }
-        with torch.no_grad():
-            for table in tables.values():
-                table.weight[rows:] = table.weight[:rows].mean(dim=0)
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) <= rows:
+        return
+    logger.info("resizing token embeddings from %d to %d rows to fit the tokenizer", rows, len(tokenizer))
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    # New rows (an added pad token) start at the mean of the trained ones: a neutral input, and an
+    # output row no likelier than an average token (sampling suppresses pad anyway).
+    tables = {
+        id(t.weight): t.weight for t in (model.get_input_embeddings(), model.get_output_embeddings()) if t
+    }
+    with _gathered(list(tables.values())), torch.no_grad():
+        for weight in tables.values():
+            weight[rows:] = weight[:rows].mean(dim=0)
+
+
+def _gathered(params: list[Any]) -> Any:
+    """Full copies of ZeRO-3-partitioned parameters while editing them (written back on exit)."""
+    from contextlib import nullcontext
+
+    if not any(hasattr(p, "ds_id") for p in params):
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
 
 
 def _from_pretrained(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
