@@ -249,7 +249,9 @@ def _fit_to_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     # New rows (an added pad token) start at the mean of the trained ones: a neutral input, and an
     # output row no likelier than an average token (sampling suppresses pad anyway).
     tables = {
-        id(t.weight): t.weight for t in (model.get_input_embeddings(), model.get_output_embeddings()) if t
+        id(t.weight): t.weight
+        for t in (model.get_input_embeddings(), model.get_output_embeddings())
+        if t is not None
     }
     with _gathered(list(tables.values())), torch.no_grad():
         for weight in tables.values():
