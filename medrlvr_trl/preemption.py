@@ -76,13 +76,15 @@ class PreemptionHandler:
         `accelerator` (an accelerate `Accelerator`) reduces the flag over all processes; with
         None, or a single process, only this process's flag counts.
         """
-        if self.received is not None and not self._announced:
-            self._announced = True
-            logger.warning("got %s: saving a checkpoint and stopping", self.received)
         stop = self.received is not None
         if accelerator is not None and accelerator.num_processes > 1:
             flag = torch.tensor([float(stop)], device=accelerator.device)
             stop = bool(accelerator.reduce(flag, reduction="max").item() > 0)
+        # Announced after the reduction, so a signal that lands while this process waits in it
+        # (the launcher forwards SIGTERM to one worker after another) still gets its line.
+        if self.received is not None and not self._announced:
+            self._announced = True
+            logger.warning("got %s: saving a checkpoint and stopping", self.received)
         self.stopped = self.stopped or stop
         return stop
 

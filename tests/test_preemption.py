@@ -244,7 +244,9 @@ def test_two_process_ppo_stops_every_rank_at_one_update_wherever_the_signal_land
     assert code == 1 and "SignalException" in text, text[-3000:]
     second = _last_update(out)
     assert first < second < 12
-    assert text.count("got SIGTERM: saving a checkpoint and stopping") == 2  # one line per rank
+    # Usually one line per rank; a worker whose SIGTERM lands after its last check of the flag
+    # stops through the other's flag instead, at the same update, without the line.
+    assert 1 <= text.count("got SIGTERM: saving a checkpoint and stopping") <= 2
     assert "forcefully exiting" not in text  # no worker outlived the shutdown timeout
     _assert_stopped_without_a_final_model(out, log, out / f"checkpoint-{second:06d}")
 
