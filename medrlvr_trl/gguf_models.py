@@ -35,10 +35,10 @@ def is_gguf_file(name_or_path: str | os.PathLike) -> bool:
     return str(name_or_path).lower().endswith(GGUF_SUFFIX)
 
 
-def hf_folder_for(gguf_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+def hf_folder_for(gguf_path: str | os.PathLike) -> Path:
     """The Hugging Face folder converted from `gguf_path`; converts it when the cache has none yet."""
     source = Path(gguf_path).expanduser().resolve()
-    root = Path(cache_dir or os.environ.get("MEDRLVR_GGUF_CACHE") or DEFAULT_CACHE).expanduser()
+    root = Path(os.environ.get("MEDRLVR_GGUF_CACHE") or DEFAULT_CACHE).expanduser()
     stat = source.stat()
     key = hashlib.sha256(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     folder = root / f"{source.stem}-{key}"
