@@ -34,7 +34,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, ModelConfig, RLOOConfig, get_peft_config
 
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config
-from medrlvr_trl.modeling import cast_saved_weights, precision_record, trainable_dtype
+from medrlvr_trl.modeling import cast_saved_weights, local_model_path, precision_record, trainable_dtype
 from medrlvr_trl.preemption import PreemptionCallback, PreemptionHandler
 from medrlvr_trl.prompts import build_prompt, get_template
 from medrlvr_trl.recipe_setup import (
@@ -173,9 +173,9 @@ def prompt_dataset(
 ) -> Dataset:
     """The trainers' dataset: a plain-text `prompt` plus the gold columns (`trl_rewards.GOLD_COLUMNS`).
 
-    The prompts first pass the PPO recipe's checks (pad distinct from eos, none longer than
-    `max_prompt_length`, no two rows with one prompt and different answers), so every method trains
-    on the same data or fails on the same row.
+    The prompts first pass the PPO recipe's checks (none longer than `max_prompt_length`, none holding
+    the pad token, no two rows with one prompt and different answers), so every method trains on the
+    same data or fails on the same row.
     """
     tokenize_prompts(rows, tokenizer, template=template, max_prompt_length=max_prompt_length)
     options = rows["options"]
@@ -308,7 +308,8 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
         log_dry_run(script_args, model_args, args, lambda rows: plan_generations(args, rows))
         return
 
-    rows, tokenizer = load_rows_and_tokenizer(script_args, model_args, recipe=kind)
+    # TRL loads policy and reference by name and cannot grow their embeddings: no added pad token.
+    rows, tokenizer = load_rows_and_tokenizer(script_args, model_args, recipe=kind, may_add_pad=False)
     dataset = prompt_dataset(
         rows, tokenizer, template=script_args.prompt_template, max_prompt_length=args.max_prompt_length
     )
@@ -320,7 +321,8 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
         plan.completions_per_update,
         plan.describe(),
     )
-    check_vocabulary_fits(model_args.model_name_or_path, tokenizer, revision=model_args.model_revision)
+    model_path = local_model_path(model_args.model_name_or_path)  # a .gguf file: its converted folder
+    check_vocabulary_fits(model_path, tokenizer, revision=model_args.model_revision)
 
     checkpoint = resume_checkpoint(args)
     rollout_log = RolloutLog(
@@ -333,7 +335,7 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
     rollout_log.drop_rows_after(checkpoint_step(checkpoint))
     args.model_init_kwargs = {**policy_init_kwargs(model_args, args), **(args.model_init_kwargs or {})}
     trainer = trainer_class(
-        model=model_args.model_name_or_path,
+        model=model_path,
         reward_funcs=reward_functions(
             args.reward_mix(), mode=args.verifier_mode, values=args.reward_values(), on_batch=rollout_log
         ),

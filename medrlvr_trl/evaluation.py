@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medrlvr_trl.gguf_models import is_gguf_file
 from medrlvr_trl.rewards import ANSWER_CLOSE, ANSWER_OPEN, RewardValues, Verdict, extract_letter, verify
 
 logger = logging.getLogger(__name__)
@@ -162,10 +163,17 @@ def _offline() -> bool:
 def check_model_source(label: str, path: str) -> None:
     """Fail early, before anything loads, if a model or its tokenizer cannot be found.
 
-    A local folder must hold a `config.json` and tokenizer files. A name that is not a local folder is
-    taken as a Hub id; with HF_HUB_OFFLINE set it must already be in the local Hub cache.
+    A local folder must hold a `config.json` and tokenizer files; a `.gguf` file must exist (it is
+    converted when it loads, `gguf_models`). A name that is not a local path is taken as a Hub id;
+    with HF_HUB_OFFLINE set it must already be in the local Hub cache.
     """
     folder = Path(path).expanduser()
+    if is_gguf_file(path):
+        if not folder.is_file():
+            raise MissingModelError(
+                f"model {label!r}: GGUF file {path!r} does not exist (relative to {Path.cwd()})"
+            )
+        return
     if folder.is_dir():
         if not (folder / "config.json").is_file():
             raise ValueError(f"model {label!r}: {path} has no config.json; is it a saved model folder?")

@@ -43,21 +43,29 @@ class ModelSourceError(ValueError):
     """The model or tokenizer named by the user cannot be found locally or on the Hub."""
 
 
-def load_tokenizer(name_or_path: str, *, revision: str | None = None) -> PreTrainedTokenizerBase:
-    """Load a tokenizer set up for batched generation: left padding and pad != eos."""
+def load_tokenizer(
+    name_or_path: str, *, revision: str | None = None, may_add_pad: bool = True
+) -> PreTrainedTokenizerBase:
+    """Load a tokenizer set up for batched generation: left padding and pad != eos.
+
+    `may_add_pad=False` is for recipes whose trainer loads the model itself and cannot grow its
+    embeddings (TRL's GRPO and RLOO): without a spare pad token in the vocabulary, pad then stays eos.
+    """
     from transformers import AutoTokenizer
 
     tokenizer = _from_pretrained(AutoTokenizer, name_or_path, revision=revision)
     tokenizer.padding_side = "left"
-    ensure_distinct_pad(tokenizer)
+    ensure_distinct_pad(tokenizer, may_add=may_add_pad)
     return tokenizer
 
 
-def ensure_distinct_pad(tokenizer: PreTrainedTokenizerBase) -> str:
+def ensure_distinct_pad(tokenizer: PreTrainedTokenizerBase, *, may_add: bool = True) -> str:
     """Give `tokenizer` a pad token that is not its eos, bos or unk token; return the pad token.
 
     Prefers a spare pad-like token already in the vocabulary (no embedding resize needed); only when
-    none exists is `FALLBACK_PAD` added. eos is never changed.
+    none exists is `FALLBACK_PAD` added, or, with `may_add=False`, pad is left as (or set to) eos:
+    TRL's GRPO and RLOO end a completion at its first eos, so they need no distinct pad.
+    eos is never changed.
     """
     reserved = {tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id} - {None}
     if tokenizer.pad_token_id is not None and tokenizer.pad_token_id not in reserved:
@@ -69,6 +77,12 @@ def ensure_distinct_pad(tokenizer: PreTrainedTokenizerBase) -> str:
         tokenizer.add_special_tokens({"pad_token": choice})
         logger.info("pad token was %r; using the existing token %r (id %d)", previous, choice, vocab[choice])
         return choice
+    if not may_add:
+        tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+        logger.info(
+            "no spare pad token exists; pad stays %r (the vocabulary is not grown)", tokenizer.pad_token
+        )
+        return tokenizer.pad_token
     tokenizer.add_special_tokens({"pad_token": FALLBACK_PAD})
     logger.info(
         "pad token was %r and no spare pad token exists; added %r (id %d), model embeddings will grow",

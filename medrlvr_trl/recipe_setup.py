@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -20,14 +21,24 @@ logger = logging.getLogger(__name__)
 
 
 def end_distributed(accelerator: Any) -> None:
-    """Wait for every process, then tear the process group down before the interpreter exits.
+    """Wait for every process, tear the process group down, and in a multi-process launch exit at once.
 
-    Without the barrier the other ranks destroy their group while the main process still writes the
-    run summary; under DeepSpeed ZeRO-3 on gloo a rank then sometimes aborted at exit ("terminate
-    called without an active exception"), which the teardown alone exists to prevent.
+    Call it last, when every file of the run is written. Without the barrier the other ranks destroy
+    their group while the main process still writes the run summary. Even with it, a ZeRO-3 rank on
+    gloo sometimes aborted in interpreter shutdown after a finished run ("terminate called without an
+    active exception", exit -6; seen in two CI runs, not in 24 local ones), most likely gloo work
+    objects that still hold tensors being freed after Python has gone (pytorch/pytorch#179291 describes
+    it). The launcher then reports a finished run as failed, so a multi-process run skips that
+    shutdown: logs are flushed and the process exits 0 here.
     """
     accelerator.wait_for_everyone()
+    multi_process = accelerator.num_processes > 1
     accelerator.end_training()
+    if multi_process:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _is_main_rank() -> bool:
@@ -44,9 +55,10 @@ def setup_logging() -> None:
 
 
 def load_rows_and_tokenizer(
-    script_args: MCQAScriptArguments, model_args: ModelConfig, *, recipe: str
+    script_args: MCQAScriptArguments, model_args: ModelConfig, *, recipe: str, may_add_pad: bool = True
 ) -> tuple[Dataset, PreTrainedTokenizerBase]:
-    """The training rows and the tokenizer; without Hub access the error names the offline config."""
+    """The training rows and the tokenizer (`modeling.load_tokenizer`); without Hub access the error
+    names the offline config."""
     try:
         rows = load_mcqa(
             script_args.dataset_name,
@@ -54,7 +66,9 @@ def load_rows_and_tokenizer(
             category=script_args.dataset_category,
             limit=script_args.max_train_samples,
         )
-        tokenizer = load_tokenizer(model_args.model_name_or_path, revision=model_args.model_revision)
+        tokenizer = load_tokenizer(
+            model_args.model_name_or_path, revision=model_args.model_revision, may_add_pad=may_add_pad
+        )
     except (DataSourceError, ModelSourceError) as err:
         hint = (
             f"To try the recipe offline, use the tiny config: python recipes/{recipe}_medqa.py "

@@ -71,10 +71,8 @@ def tokenize_prompts(
     A prompt longer than `max_prompt_length` is an error naming the row: silently truncating it would
     cut off the options the verifier checks against.
     """
-    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        raise ValueError(
-            "tokenizer needs a pad token distinct from eos; load it with modeling.load_tokenizer()"
-        )
+    if tokenizer.pad_token_id is None:
+        raise ValueError("tokenizer needs a pad token; load it with modeling.load_tokenizer()")
     gold = GoldTable(tokenizer.pad_token_id)
     rows: list[list[int]] = []
     for row in dataset:

@@ -117,6 +117,13 @@ def test_a_missing_model_folder_is_reported_by_name(tmp_path):
         resolve_model("ppo", str(tmp_path / "runs" / "ppo"), None, None)
 
 
+def test_a_gguf_file_is_a_model_entry_and_a_missing_one_is_reported(tmp_path):
+    with pytest.raises(MissingModelError, match="'base'.*GGUF file .*does not exist"):
+        resolve_model("base", str(tmp_path / "smollm2.gguf"), "direct", None)
+    (tmp_path / "smollm2.gguf").write_bytes(b"GGUF")  # converted when it loads, not when checked
+    assert resolve_model("base", str(tmp_path / "smollm2.gguf"), "direct", None).answer_mode == "direct"
+
+
 def test_an_uncached_hub_id_is_reported_when_offline():
     with pytest.raises(MissingModelError, match="not in the Hub cache"):
         resolve_model("base", "no-such-org/no-such-model", "cot", None)

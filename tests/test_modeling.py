@@ -146,3 +146,14 @@ def test_added_pad_token_grows_every_model_and_starts_at_the_mean_row(no_spare_p
     batch = tokenizer(["User: a", "User: a longer question here"], return_tensors="pt", padding=True)
     assert (batch["input_ids"] == rows).any()  # the new pad id really is used
     assert value(**batch).logits.shape == (2, 1) and policy(**batch).logits.shape[-1] == rows + 1
+
+
+def test_without_may_add_pad_the_vocabulary_is_never_grown(
+    no_spare_pad_dir: Path, qwen_like_tiny_dir: Path
+) -> None:
+    """GRPO and RLOO: TRL loads the model by name, so the tokenizer must fit its embeddings as shipped."""
+    tokenizer = load_tokenizer(str(no_spare_pad_dir), may_add_pad=False)
+    rows = AutoConfig.from_pretrained(no_spare_pad_dir).vocab_size
+    assert (tokenizer.pad_token_id, len(tokenizer)) == (tokenizer.eos_token_id, rows)
+    spare = load_tokenizer(str(qwen_like_tiny_dir), may_add_pad=False)  # a spare pad is still preferred
+    assert spare.pad_token == "<|fim_pad|>" and len(spare) == rows

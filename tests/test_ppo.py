@@ -102,15 +102,20 @@ def test_prompt_over_the_length_limit_names_the_row(medqa_dir, tiny_model_dir):
         tokenize_prompts(rows, tokenizer, template="r1", max_prompt_length=20)
 
 
-def test_tokenizer_with_pad_equal_to_eos_is_refused(medqa_dir, qwen_like_tiny_dir):
+def test_ppo_refuses_a_tokenizer_with_pad_equal_to_eos(medqa_dir, qwen_like_tiny_dir):
     raw = AutoTokenizer.from_pretrained(str(qwen_like_tiny_dir))
     assert raw.pad_token_id == raw.eos_token_id  # configured like Qwen2.5 base
     rows = load_mcqa(str(medqa_dir), "train")
-    with pytest.raises(ValueError, match="pad token distinct from eos"):
-        tokenize_prompts(rows, raw, template="r1", max_prompt_length=512)
+    # The prompts themselves are fine (GRPO and RLOO train on them with pad == eos); PPO is not.
+    dataset, gold = tokenize_prompts(rows, raw, template="r1", max_prompt_length=512)
+    assert len(gold) == len(rows)
+    with pytest.raises(ValueError, match="pad and eos tokens must differ"):
+        MedRLVRPPOTrainer(
+            args=None, processing_class=raw, model=None, ref_model=None, value_model=None,
+            train_dataset=dataset, gold=gold,
+        )  # fmt: skip
     fixed = load_tokenizer(str(qwen_like_tiny_dir))
-    dataset, gold = tokenize_prompts(rows, fixed, template="r1", max_prompt_length=512)
-    assert fixed.pad_token_id != fixed.eos_token_id and len(gold) == len(rows)
+    assert fixed.pad_token_id != fixed.eos_token_id
 
 
 # ------------------------------------------------------------------ reward seam
