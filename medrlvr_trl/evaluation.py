@@ -224,15 +224,18 @@ def resolve_model(label: str, path: str, mode: str | None, template: str | None)
 # --- scoring -------------------------------------------------------------------------------------
 
 
-def direct_letter(completion: str) -> str | None:
-    """The letter of a direct answer: from its `<answer>` section if present, else its first line."""
+def direct_letter(completion: str, *, options: Sequence[str] | None = None) -> str | None:
+    """The letter of a direct answer: from its `<answer>` section if present, else its first line.
+
+    Read with the verifier's letter rules; `options` (the option texts) keep "E. coli" from reading as E.
+    """
     text = completion.strip()
     start, end = text.find(ANSWER_OPEN), text.find(ANSWER_CLOSE)
     if 0 <= start < end:
         text = text[start + len(ANSWER_OPEN) : end]
     else:
         text = text.split("\n", 1)[0]
-    return extract_letter(text)
+    return extract_letter(text, options=options)
 
 
 def score_completion(
@@ -241,14 +244,19 @@ def score_completion(
     num_options: int,
     answer_mode: str,
     values: RewardValues = RewardValues(),  # noqa: B008 (frozen, so one shared default is safe)
+    *,
+    options: Sequence[str] | None = None,
 ) -> Verdict:
-    """Score one completion; `format_ok` means "a letter could be read" in direct mode."""
+    """Score one completion; `format_ok` means "a letter could be read" in direct mode.
+
+    `options`, the question's option texts, let an answer like "E. coli" be told from letter E.
+    """
     if answer_mode == "cot":
-        return verify(completion, answer, num_options, mode="paper", values=values)
+        return verify(completion, answer, num_options, mode="paper", values=values, options=options)
     if answer_mode != "direct":
         raise ValueError(f"answer mode {answer_mode!r} is not one of {list(ANSWER_MODES)}")
-    verify("", answer, num_options)  # validates the gold answer the same way cot mode does
-    letter = direct_letter(completion)
+    verify("", answer, num_options, options=options)  # validates the gold answer the same way cot mode does
+    letter = direct_letter(completion, options=options)
     if letter is None:
         return Verdict(format_ok=False, letter=None, correct=False, reward=values.format_error)
     correct = letter == answer
@@ -387,7 +395,9 @@ def prediction_records(
     """One JSON-ready record per question: inputs, completion, extracted letter and verdict."""
     records = []
     for row, prompt, completion in zip(rows, prompts, completions, strict=True):
-        verdict = score_completion(completion.text, row["answer"], len(row["options"]), answer_mode)
+        verdict = score_completion(
+            completion.text, row["answer"], len(row["options"]), answer_mode, options=row["options"]
+        )
         records.append(
             {
                 "id": row["id"],

@@ -11,19 +11,34 @@ Format. Tags are exact and case-sensitive (`<Answer>` and `< answer >` are plain
     not empty or all whitespace.
 "Whitespace" means what `str.isspace` accepts.
 
-Letter. Read only when the format is valid, from the answer section with outer whitespace removed:
-  an optional prefix "the answer is", "answer is" or "answer:" (any case), then one of
+Letter. Read only when the format is valid, from the answer section with outer whitespace removed
+and Markdown emphasis ("**C**", "*C*", "__C__", around any part) taken off:
+  an optional prefix (any case) "the answer is", "answer is", "the correct answer is", "the final
+  answer is" (with or without "the"; an optional colon after "is"), or "answer:", "correct answer:",
+  "final answer:"; then an optional word "option" or "choice" (any case); then one of
     - the letter alone ("B"; a lone lower-case letter also counts: "b" -> "B"),
     - an upper-case letter followed by ".", ")" or ":" and then anything ("B. Ceftriaxone", "B)"),
+    - an upper-case letter, a spaced hyphen or dash (" - ", " – ", " — ") and text ("B - Ceftriaxone"),
     - an upper-case letter in "(B)" or "[B]", then anything.
-  Anything else has no letter: "A or B", "A/B", "A, C", "B and D", "B Ceftriaxone", "b.", "".
+  Anything else has no letter: "A or B", "A/B", "A, C", "B and D", "B Ceftriaxone", "A drug that",
+  "My answer is B", "b.", "".
+  Option texts that start like a letter ("E. coli", "C. difficile colitis"). Given the option texts
+  (`options`, in letter order), an answer of the second or third form with text after the letter
+  and its punctuation has no letter when
+    - that text is not the text of the letter's own option, and
+    - the answer after any prefix and "option" word (case-insensitive, whitespace collapsed) is
+      the start of, or starts with, the text of another option that begins "<upper-case letter>.";
+  it then names that option by its text, and text answers are not read. The letter's own option
+  never conflicts: both readings name it. With options A = "E. coli", C = "C. difficile colitis":
+  "E. coli" -> None, "E. coli sepsis" -> None, "A. E. coli" -> A, "C. difficile" -> C, "E." -> E,
+  "E) coli" -> E. Without the option texts "E. coli" reads as E.
   `Verdict.letter` holds the letter as read, even when it lies beyond the question's options
   ("F" for a four-option question); such a letter is never correct.
 
 Reward. Invalid format -> `values.format_error` (-1); valid with the gold letter ->
 `values.correct` (1); otherwise (wrong letter, no letter, letter out of range) -> `values.wrong` (0).
-`verify` never raises on a completion string; a bad gold answer or option count is a caller bug
-and raises ValueError.
+`verify` never raises on a completion string; a bad gold answer, option count or option list is a
+caller bug and raises ValueError.
 
 Extra reward terms (think length, leaks, prefix text) can later read the `TaggedCompletion` that
 `check_format` returns and adjust the `Verdict`, without changing the rules above.
@@ -33,6 +48,7 @@ from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from medrlvr_trl.prompts import LETTERS, MAX_OPTIONS, MIN_OPTIONS
@@ -81,11 +97,39 @@ class Verdict:
     reward: float
 
 
-_LETTER_RE = re.compile(
-    r"(?i:(?:the\s+)?answer\s+is\b|answer\s*:)?\s*"
-    r"(?:(?P<alone>[A-Za-z])|(?P<punct>[A-Z])[.):].*|\((?P<paren>[A-Z])\).*|\[(?P<bracket>[A-Z])\].*)",
-    re.DOTALL,
+_EMPHASIS_RE = re.compile(
+    r"""
+    (?P<mark>\*\*|__|\*)         # a Markdown bold or italic marker: "**C**", "__C__", "*C*"
+    (?=\S)(?P<inner>.+?)(?<=\S)  # the emphasised text, on one line, not starting or ending with a space
+    (?P=mark)                    # closed by the same marker
+    """,
+    re.VERBOSE,
 )
+
+_LETTER_RE = re.compile(
+    r"""
+    (?i:                                                        # an optional prefix, any case:
+        (?:the\s+)?(?:(?:correct|final)\s+)?answer\s+is\b\s*:?  #   "the answer is", "The correct answer is:"
+      | (?:(?:correct|final)\s+)?answer\s*:                     #   "Answer:", "Correct answer:", "Final answer:"
+    )?
+    \s*
+    (?i:(?:option|choice)\s+)?                                  # an optional word: "Option C", "choice C"
+    (?P<body>
+        (?P<alone>[A-Za-z])                                     # the letter alone: "B", "b"
+      | (?P<punct>[A-Z])                                        # an upper-case letter, then
+        (?: [.):]                                               #   ".", ")" or ":": "B. Ceftriaxone", "B)"
+          | [ \t]+[-\u2013\u2014](?=[ \t]+\S)                   #   or a spaced hyphen or dash before text: "B - Ceftriaxone"
+        )
+        (?P<text>.*)                                            #   then anything
+      | \((?P<paren>[A-Z])\).*                                  # "(B)", "(B) Ceftriaxone"
+      | \[(?P<bracket>[A-Z])\].*                                # "[B]", "[B] Ceftriaxone"
+    )
+    """,
+    re.DOTALL | re.VERBOSE,
+)
+
+_LETTERED_OPTION_RE = re.compile(r"[A-Z]\.")
+"""An option text that itself starts like a letter answer: "E. coli", "C. difficile colitis"."""
 
 
 def _rules(mode: str) -> FormatRules:
@@ -123,12 +167,47 @@ def check_format(completion: str, mode: str = "paper") -> TaggedCompletion | Non
     )
 
 
-def extract_letter(answer_text: str) -> str | None:
-    """The option letter an answer names (upper-case), or None if it names none clearly."""
-    match = _LETTER_RE.fullmatch(answer_text.strip())
+def extract_letter(answer_text: str, *, options: Sequence[str] | None = None) -> str | None:
+    """The option letter an answer names (upper-case), or None if it names none clearly.
+
+    `options` (the option texts in letter order) let "E. coli" be told apart from letter E.
+    """
+    match = _LETTER_RE.fullmatch(_unemphasise(answer_text.strip()).strip())
     if match is None:
         return None
-    return next(group for group in match.groups() if group is not None).upper()
+    letter = next(match[name] for name in ("alone", "punct", "paren", "bracket") if match[name] is not None)
+    if match["punct"] and options and match["text"].strip():
+        if _names_a_lettered_option(letter, match["text"], match["body"], options):
+            return None
+    return letter.upper()
+
+
+def _unemphasise(text: str) -> str:
+    """Text without Markdown emphasis markers, so "**C**" and "The answer is *C*" read like "C"."""
+    while True:
+        plain = _EMPHASIS_RE.sub(r"\g<inner>", text)
+        if plain == text:
+            return plain
+        text = plain
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def _names_a_lettered_option(letter: str, text: str, body: str, options: Sequence[str]) -> bool:
+    """Whether `body` ("E. coli") is another option's text that starts like a letter, not letter `letter`."""
+    own = LETTERS.index(letter)
+    if own < len(options) and _normalised(text) == _normalised(options[own]):
+        return False  # the letter and its own option's text: "A. E. coli" for A = "E. coli"
+    answer = _normalised(body)
+    for index, option in enumerate(options):
+        if index == own or not _LETTERED_OPTION_RE.match(option.strip()):
+            continue  # the letter's own option agrees with the letter; others cannot be confused
+        option_text = _normalised(option)
+        if option_text.startswith(answer) or answer.startswith(option_text):
+            return True
+    return False
 
 
 def _check_gold(answer: str, num_options: int) -> int:
@@ -146,6 +225,15 @@ def _check_gold(answer: str, num_options: int) -> int:
     return count
 
 
+def _check_options(options: Sequence[str] | None, count: int) -> None:
+    if options is None:
+        return
+    if isinstance(options, str):
+        raise ValueError(f"options: got the string {options!r}; need a sequence of option texts")
+    if options and len(options) != count:
+        raise ValueError(f"options: got {len(options)} option texts for num_options={count}")
+
+
 def verify(
     completion: str,
     answer: str,
@@ -153,13 +241,18 @@ def verify(
     *,
     mode: str = "paper",
     values: RewardValues = RewardValues(),  # frozen, so one shared default is safe
+    options: Sequence[str] | None = None,
 ) -> Verdict:
-    """Score one completion against the gold letter `answer` of a `num_options`-option question."""
-    _check_gold(answer, num_options)
+    """Score one completion against the gold letter `answer` of a `num_options`-option question.
+
+    `options`, the option texts in letter order, are optional; with them an answer such as "E. coli"
+    that is an option's text is not misread as letter E (see the module docstring).
+    """
+    _check_options(options, _check_gold(answer, num_options))
     tagged = check_format(completion, mode)
     if tagged is None:
         return Verdict(format_ok=False, letter=None, correct=False, reward=values.format_error)
-    letter = extract_letter(tagged.answer)
+    letter = extract_letter(tagged.answer, options=options)
     correct = letter == answer
     return Verdict(
         format_ok=True, letter=letter, correct=correct, reward=values.correct if correct else values.wrong

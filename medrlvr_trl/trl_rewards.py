@@ -154,7 +154,9 @@ def reward_functions(
 
 def _verify(completion: str, gold: Gold, mode: str, values: RewardValues) -> Verdict:
     try:
-        return verify(completion, gold.answer, gold.num_options, mode=mode, values=values)
+        return verify(
+            completion, gold.answer, gold.num_options, mode=mode, values=values, options=gold.options
+        )
     except ValueError as err:  # a bad gold answer in the data, not a bad completion
         raise ValueError(f"row {gold.id!r}: {err}") from None
 

@@ -125,7 +125,16 @@ class VerifierRewardModel(nn.Module):
         verdicts = []
         for query, text in zip(queries, texts, strict=True):
             gold = self.gold.lookup(query)
-            verdicts.append(verify(text, gold.answer, gold.num_options, mode=self.mode, values=self.values))
+            verdicts.append(
+                verify(
+                    text,
+                    gold.answer,
+                    gold.num_options,
+                    mode=self.mode,
+                    values=self.values,
+                    options=gold.options,
+                )
+            )
         return texts, verdicts
 
     def scores(self, queries: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:

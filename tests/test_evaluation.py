@@ -150,10 +150,52 @@ def test_a_checkpoint_without_tokenizer_files_is_rejected(tmp_path, tiny_model_d
         (" <answer>A</answer>", "A"),
         (" A or B", None),
         ("", None),
+        (" The correct answer is B. Ceftriaxone\nExplanation: a third-generation cephalosporin", "B"),
+        (" Correct answer: B", "B"),
+        (" The correct answer is: B", "B"),
+        (" **B**", "B"),
+        (" Option B", "B"),
+        (" B - Ceftriaxone", "B"),
+        (" <answer>The answer is **B**</answer>", "B"),
+        (" A drug that blocks the receptor", None),
+        (" B and D", None),
+        (" I think B", None),
     ],
 )
 def test_direct_answers_are_read_from_the_first_line_or_the_answer_tag(completion, letter):
     assert direct_letter(completion) == letter
+
+
+MICROBE_OPTIONS = ["Staphylococcus aureus", "C. difficile colitis", "E. coli", "Listeria"]
+
+
+@pytest.mark.parametrize(
+    ("completion", "without_options", "with_options"),
+    [
+        (" E. coli\nIt is a gram-negative rod.", "E", None),
+        (" C. difficile", "C", None),
+        (" <answer>S. aureus</answer>", "S", "S"),  # no option text starts with "S. aureus"
+        (" C. E. coli", "C", "C"),
+        (" B. C. difficile colitis", "B", "B"),
+        (" D. Listeria", "D", "D"),
+    ],
+)
+def test_direct_answers_that_are_lettered_option_texts_have_no_letter(
+    completion, without_options, with_options
+):
+    assert direct_letter(completion) == without_options
+    assert direct_letter(completion, options=MICROBE_OPTIONS) == with_options
+
+
+def test_score_completion_passes_the_option_texts_in_both_modes():
+    direct = score_completion(" E. coli", "C", 4, "direct", options=MICROBE_OPTIONS)
+    assert (direct.format_ok, direct.letter, direct.correct) == (False, None, False)
+    cot = score_completion("<think>r</think><answer>E. coli</answer>", "C", 4, "cot", options=MICROBE_OPTIONS)
+    assert (cot.format_ok, cot.letter, cot.correct) == (True, None, False)
+    right = score_completion(" The correct answer is C. E. coli", "C", 4, "direct", options=MICROBE_OPTIONS)
+    assert (right.letter, right.correct) == ("C", True)
+    with pytest.raises(ValueError, match="options: got 4 option texts for num_options=5"):
+        score_completion(" C", "C", 5, "direct", options=MICROBE_OPTIONS)
 
 
 def test_fixed_completions_score_to_the_hand_counted_accuracy():
@@ -205,6 +247,13 @@ def test_prediction_records_keep_every_question_with_its_verdict():
         ("q1", "A", True, 1),
         ("q2", None, False, 4),
     ]
+
+
+def test_prediction_records_read_letters_against_the_row_s_option_texts():
+    rows = [{"id": "q1", "answer": "C", "options": MICROBE_OPTIONS}] * 2
+    completions = [Completion(" E. coli", 3), Completion(" **C. E. coli**", 6)]
+    records = prediction_records(rows, ["p1", "p1"], completions, "direct")
+    assert [(r["letter"], r["correct"]) for r in records] == [(None, False), ("C", True)]
 
 
 # --- generation ----------------------------------------------------------------------------------

@@ -99,9 +99,7 @@ def test_extract_letter_accepted_patterns(answer_text, letter):
         "(B",
         "(B]",
         "BC",
-        "**B**",
         "The answer is",
-        "The answer is: B",
         "My answer is B",
         "answer isB",
         "B\nbecause",
@@ -109,6 +107,129 @@ def test_extract_letter_accepted_patterns(answer_text, letter):
 )
 def test_extract_letter_rejected_patterns(answer_text):
     assert extract_letter(answer_text) is None
+
+
+# Option texts that start like letters: A..E = "Staphylococcus aureus", "C. difficile colitis", ...
+LETTERED_OPTIONS = ("Staphylococcus aureus", "C. difficile colitis", "E. coli", "S. aureus", "Listeria")
+
+# (answer section, letter without option texts, letter with LETTERED_OPTIONS)
+ANSWER_CASES = [
+    # prefixes, any case, an optional colon after "is"
+    pytest.param("The correct answer is C", "C", "C", id="the-correct-answer-is"),
+    pytest.param("the correct answer is: C", "C", "C", id="the-correct-answer-is-colon"),
+    pytest.param("The answer is: C", "C", "C", id="the-answer-is-colon"),
+    pytest.param("Answer is: C", "C", "C", id="answer-is-colon"),
+    pytest.param("Correct answer: C", "C", "C", id="correct-answer-colon"),
+    pytest.param("FINAL ANSWER: C", "C", "C", id="final-answer-colon"),
+    pytest.param("The final answer is C.", "C", "C", id="the-final-answer-is"),
+    pytest.param("The correct answer is B. Ceftriaxone", "B", "B", id="prefix-then-letter-text"),
+    # "option" / "choice"
+    pytest.param("Option C", "C", "C", id="option"),
+    pytest.param("CHOICE c", "C", "C", id="choice-lower-letter"),
+    pytest.param("The answer is option (C)", "C", "C", id="prefix-option-paren"),
+    pytest.param("Option C. Anemia", "C", "C", id="option-letter-text"),
+    # Markdown emphasis
+    pytest.param("**C**", "C", "C", id="bold"),
+    pytest.param("*C*", "C", "C", id="italic"),
+    pytest.param("__C__", "C", "C", id="underscore-bold"),
+    pytest.param("***C***", "C", "C", id="bold-italic"),
+    pytest.param("The answer is **C**", "C", "C", id="prefix-bold"),
+    pytest.param("**C. Anemia**", "C", "C", id="bold-letter-text"),
+    pytest.param("**C.** Anemia", "C", "C", id="bold-letter-then-text"),
+    pytest.param("**Answer:** C", "C", "C", id="bold-prefix"),
+    # a spaced hyphen or dash and text
+    pytest.param("C - Anemia", "C", "C", id="hyphen"),
+    pytest.param("C \u2013 Anemia", "C", "C", id="en-dash"),
+    pytest.param("C \u2014 Anemia", "C", "C", id="em-dash"),
+    # still no letter
+    pytest.param("A or B", None, None, id="or"),
+    pytest.param("A/B", None, None, id="slash"),
+    pytest.param("A, C", None, None, id="comma"),
+    pytest.param("B and D", None, None, id="and"),
+    pytest.param("The answer is A or B", None, None, id="prefix-or"),
+    pytest.param("**A** or **B**", None, None, id="bold-or"),
+    pytest.param("A drug that blocks the receptor", None, None, id="article"),
+    pytest.param("The answer is A drug", None, None, id="prefix-article"),
+    pytest.param("Option A drug", None, None, id="option-article"),
+    pytest.param("C -", None, None, id="hyphen-without-text"),
+    pytest.param("C-Anemia", None, None, id="unspaced-hyphen"),
+    pytest.param("**C", None, None, id="unclosed-bold"),
+    pytest.param("** C **", None, None, id="spaced-bold"),
+    pytest.param("optionC", None, None, id="option-glued"),
+    pytest.param("The correct option is C", None, None, id="unknown-prefix"),
+    # option texts that start like a letter: read as letters only without the option texts
+    pytest.param("C. difficile", "C", None, id="c-difficile-prefix-of-option-b"),
+    pytest.param("C. difficile colitis", "C", None, id="c-difficile-option-b-text"),
+    pytest.param("c. difficile COLITIS", None, None, id="c-difficile-lower-letter"),
+    pytest.param("E. coli", "E", None, id="e-coli-option-c-text"),
+    pytest.param("E.  Coli", "E", None, id="e-coli-case-and-spacing"),
+    pytest.param("E. coli sepsis", "E", None, id="e-coli-then-more"),
+    pytest.param("The answer is **E. coli**", "E", None, id="e-coli-prefix-bold"),
+    pytest.param("S. aureus", "S", None, id="s-aureus-option-d-text"),
+    pytest.param("B. C. difficile colitis", "B", "B", id="letter-and-its-own-lettered-text"),
+    pytest.param("C. E. coli", "C", "C", id="letter-and-its-own-text"),
+    pytest.param("E. Listeria", "E", "E", id="letter-and-its-own-plain-text"),
+    pytest.param("E.", "E", "E", id="letter-dot-no-text"),
+    pytest.param("E) coli", "E", "E", id="letter-paren-not-an-option-text"),
+    pytest.param("B. Staphylococcus", "B", "B", id="other-text-not-lettered"),
+    pytest.param("A. baumannii", "A", "A", id="lettered-but-no-such-option"),
+]
+
+
+@pytest.mark.parametrize(("answer_text", "without_options", "with_options"), ANSWER_CASES)
+def test_extract_letter_table(answer_text, without_options, with_options):
+    assert extract_letter(answer_text) == without_options
+    assert extract_letter(answer_text, options=LETTERED_OPTIONS) == with_options
+
+
+@pytest.mark.parametrize(("answer_text", "without_options", "with_options"), ANSWER_CASES)
+def test_verify_reads_the_answer_section_by_the_table(answer_text, without_options, with_options):
+    completion = f"<think>r</think><answer>{answer_text}</answer>"
+    assert verify(completion, "C", 5).letter == without_options
+    verdict = verify(completion, "C", 5, options=LETTERED_OPTIONS)
+    assert (verdict.format_ok, verdict.letter) == (True, with_options)
+    assert verdict.reward == (1.0 if with_options == "C" else 0.0)
+
+
+@pytest.mark.parametrize(
+    "answer_text",
+    [
+        "The correct answer is C",
+        "The answer is: C",
+        "Option C",
+        "**C**",
+        "C - Anemia",
+    ],
+)
+def test_issue_answers_for_gold_c_now_score_one(answer_text):
+    options = ("Iron overload", "Hypertension", "Anemia", "Gout", "Asthma")
+    for option_texts in (None, options):
+        verdict = verify(f"<think>r</think><answer>{answer_text}</answer>", "C", 5, options=option_texts)
+        assert (verdict.letter, verdict.correct, verdict.reward) == ("C", True, 1.0)
+
+
+def test_an_option_that_is_the_letter_s_own_lettered_text_agrees_with_the_letter():
+    options = ("Staphylococcus aureus", "Listeria", "C. difficile colitis", "E. coli")
+    assert extract_letter("C. difficile", options=options) == "C"
+    assert extract_letter("E. coli", options=options) is None  # option D's text, not letter E
+    assert extract_letter("D. E. coli", options=options) == "D"
+
+
+def test_the_letter_followed_by_its_own_option_text_is_that_letter():
+    # "E. coli" is option A's text, and also letter E followed by option E's text: the letter reading wins.
+    options = ("E. coli", "Listeria", "Anemia", "Gout", "coli")
+    assert extract_letter("E. coli", options=options) == "E"
+    assert extract_letter("E. COLI", options=options) == "E"
+    assert extract_letter("E. coli sepsis", options=options) is None
+
+
+def test_options_must_match_the_option_count():
+    completion = "<think>r</think><answer>B</answer>"
+    with pytest.raises(ValueError, match="options: got 3 option texts for num_options=4"):
+        verify(completion, "B", 4, options=("x", "y", "z"))
+    with pytest.raises(ValueError, match="options: got the string"):
+        verify(completion, "B", 4, options="wxyz")
+    assert verify(completion, "B", 4, options=()).correct  # no option texts: letters only
 
 
 @pytest.mark.parametrize("mode", ["paper", "strict"])
@@ -198,3 +319,18 @@ def test_verify_never_raises_and_is_deterministic(completion, num_options, gold_
     assert verdict.reward in {-3.0, 0.25, 2.0}
     assert verdict.reward == (-3.0 if not verdict.format_ok else 2.0 if verdict.correct else 0.25)
     assert verdict == verify(completion, gold, num_options, mode=mode, values=values)
+
+
+ANSWER_PIECES = st.sampled_from(["**", "*", "__", "The answer is ", "Option ", "E", ". ", " - ", "coli", " "])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    answer_text=st.one_of(st.text(max_size=20), st.lists(ANSWER_PIECES, max_size=8).map("".join)),
+    options=st.lists(
+        st.sampled_from(["E. coli", "E. coli sepsis", "coli", "Anemia", "C. diff"]), min_size=2, max_size=6
+    ),
+)
+def test_option_texts_only_ever_take_a_letter_away(answer_text, options):
+    letter = extract_letter(answer_text, options=options)
+    assert letter in {None, extract_letter(answer_text)}
