@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from trl import ScriptArguments, TrlParser
 
+from medrlvr_trl.user_errors import UserError, one_line
+
 logger = logging.getLogger(__name__)
 
 
@@ -82,7 +84,7 @@ def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = N
 
     Unknown keys in the YAML are an error naming the file and the keys, raised before any dataclass
     is built, so a typo never silently falls back to a default (unknown command-line flags are
-    rejected by the parser itself).
+    rejected by the parser itself). Every error of a value is a `UserError`.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" in argv:
@@ -91,20 +93,39 @@ def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = N
         return TrlParser(dataclass_types=list(dataclass_types)).parse_args_and_config(argv)
     except ValueError as err:
         if "doesn't support bf16" in str(err):
-            raise ValueError(
-                f"{err} This config asks for bf16, which needs a GPU; on a CPU-only machine (a --dry_run on a "
-                "laptop, say) add `--bf16 false`."
+            raise UserError(
+                "bf16 needs a GPU and this machine has none"
+                + (
+                    ""
+                    if "--config" in argv
+                    else " (the defaults are the paper's: Qwen2.5-3B from the Hub on GPUs)"
+                )
+                + "; add `--bf16 false` to run on the CPU"
+                + (f", or try the offline tiny config: {offline_command()}" if offline_command() else "")
             ) from None
-        raise
+        raise UserError(str(err)) from None
+
+
+def offline_command(script: str | None = None) -> str | None:
+    """The command that runs a recipe (default: the running one) offline on its tiny config, if any."""
+    path = Path(script or sys.argv[0])
+    tiny = Path(__file__).resolve().parent.parent / "recipes" / "configs" / "tiny"
+    for name in (path.stem, path.stem.split("_")[0]):  # sft_grid -> sft_grid.yaml, ppo_medqa -> ppo.yaml
+        if path.parent.name == "recipes" and (tiny / f"{name}.yaml").is_file():
+            return f"python recipes/{path.name} --config recipes/configs/tiny/{name}.yaml"
+    return None
 
 
 def _check_config_keys(path: Path, dataclass_types: Sequence[type]) -> None:
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    loaded = yaml.safe_load(path.read_text()) or {}
+        raise UserError(f"config file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({one_line(str(err))})") from None
     if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: a config file must be a YAML mapping of option names to values")
+        raise UserError(f"{path}: a config file must be a YAML mapping of option names to values")
     known = {f.name for cls in dataclass_types for f in fields(cls)} | {"env"}
     unknown = sorted(set(loaded) - known)
     if unknown:
-        raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; check the spelling (see --help)")
+        raise UserError(f"{path}: unknown option(s) {', '.join(unknown)}; check the spelling (see --help)")

@@ -36,6 +36,7 @@ from trl import GRPOConfig, ModelConfig, RLOOConfig, get_peft_config
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config
 from medrlvr_trl.modeling import cast_saved_weights, local_model_path, precision_record, trainable_dtype
 from medrlvr_trl.preemption import PreemptionCallback, PreemptionHandler
+from medrlvr_trl.progress import TrainerProgress
 from medrlvr_trl.prompts import build_prompt, get_template
 from medrlvr_trl.recipe_setup import (
     end_distributed,
@@ -47,6 +48,7 @@ from medrlvr_trl.recipe_setup import (
 )
 from medrlvr_trl.rollout_log import RolloutLog
 from medrlvr_trl.trl_rewards import reward_functions
+from medrlvr_trl.user_errors import UserError
 from medrlvr_trl.verifier_options import VerifierOptions
 from medrlvr_trl.verifier_reward import tokenize_prompts
 
@@ -226,7 +228,7 @@ def check_vocabulary_fits(
 
     vocab = AutoConfig.from_pretrained(name_or_path, revision=revision).get_text_config().vocab_size
     if len(tokenizer) > vocab:
-        raise ValueError(
+        raise UserError(
             f"{name_or_path}: the tokenizer has {len(tokenizer)} tokens (pad token {tokenizer.pad_token!r} "
             f"was added) but the model embeds only {vocab}; save a copy of the model with resized embeddings "
             "(model.resize_token_embeddings) next to this tokenizer and train from that folder"
@@ -242,7 +244,7 @@ def resume_checkpoint(args: Any) -> str | None:
     folder = Path(args.output_dir)
     found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
     if found is not None and not args.resume:
-        raise ValueError(
+        raise UserError(
             f"{args.output_dir} already holds checkpoints ({Path(found).name}); pass a new --output_dir, or "
             "drop --resume false to continue that run"
         )
@@ -348,6 +350,7 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
         # Stops only between generation batches: a run resumed inside one would not get it back.
         every = args.optimizer_steps_per_update
         trainer.add_callback(PreemptionCallback(preemption, trainer.accelerator, every=every))
+        trainer.add_callback(TrainerProgress(kind.upper()))
         trainer.train(resume_from_checkpoint=checkpoint)
     if preemption.stopped:  # not finished: no final model, so the same command resumes
         step = trainer.state.global_step

@@ -23,6 +23,7 @@ from typing import Any
 import datasets
 
 from medrlvr_trl.mcqa_schema import FEATURES, RowProblem, normalise_row
+from medrlvr_trl.user_errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ _LOCAL_HINT = "pass a local path instead: a .jsonl/.json/.parquet file, or a fol
 _SPLIT_WORDS = {"train", "dev", "val", "valid", "validation", "test"}
 
 
-class DataSourceError(ValueError):
+class DataSourceError(UserError):
     """A source that cannot be read at all (Hub unreachable, unknown split, unsupported file)."""
 
 

@@ -37,6 +37,7 @@ import yaml
 
 from medrlvr_trl.pretrain import PretrainSpec, pretrain_base
 from medrlvr_trl.tiny import TinySpec
+from medrlvr_trl.user_errors import run_command
 
 logger = logging.getLogger("medrlvr_trl.demo")
 
@@ -576,4 +577,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

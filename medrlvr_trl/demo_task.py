@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from medrlvr_trl.prompts import LETTERS, build_prompt
+from medrlvr_trl.user_errors import run_command
 
 logger = logging.getLogger(__name__)
 
@@ -1066,4 +1067,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from medrlvr_trl.gguf_models import is_gguf_file
+from medrlvr_trl.progress import Progress
 from medrlvr_trl.rewards import ANSWER_CLOSE, ANSWER_OPEN, RewardValues, Verdict, extract_letter, verify
+from medrlvr_trl.user_errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
 RANDOM_LABEL = "random"
 
 
-class MissingModelError(ValueError):
+class MissingModelError(UserError):
     """A model that is neither a local folder nor (offline) in the Hub cache."""
 
 
@@ -73,16 +75,16 @@ def _split_items(items: Sequence[str] | str) -> list[str]:
 def _label_and_value(item: str, what: str, syntax: str) -> tuple[str, str]:
     label, sep, value = item.partition("=")
     if not sep or not label.strip() or not value.strip():
-        raise ValueError(f"{what} entry {item!r}: expected {syntax}")
+        raise UserError(f"{what} entry {item!r}: expected {syntax}")
     return label.strip(), value.strip()
 
 
 def _check_unique(labels: list[str], what: str) -> None:
     seen = {label for label in labels if labels.count(label) > 1}
     if seen:
-        raise ValueError(f"{what}: labels must be unique, repeated: {sorted(seen)}")
+        raise UserError(f"{what}: labels must be unique, repeated: {sorted(seen)}")
     if RANDOM_LABEL in labels:
-        raise ValueError(f"{what}: the label {RANDOM_LABEL!r} is reserved for the random-guess baseline")
+        raise UserError(f"{what}: the label {RANDOM_LABEL!r} is reserved for the random-guess baseline")
 
 
 def parse_model_specs(items: Sequence[str] | str) -> list[tuple[str, str, str | None, str | None]]:
@@ -104,13 +106,13 @@ def parse_model_specs(items: Sequence[str] | str) -> list[tuple[str, str, str | 
         elif len(parts) >= 2 and parts[-1] in ANSWER_MODES:
             mode, parts = parts[-1], parts[:-1]
         elif len(parts) >= 2:
-            raise ValueError(
+            raise UserError(
                 f"--models entry {item!r}: unknown answer mode {parts[-1]!r}; use one of "
                 f"{list(ANSWER_MODES)} (and optionally a template from {sorted(TEMPLATES)}): {syntax}"
             )
         parsed.append((label, ":".join(parts), mode, template))
     if not parsed:
-        raise ValueError(f"--models: no models given; expected {syntax}")
+        raise UserError(f"--models: no models given; expected {syntax}")
     _check_unique([p[0] for p in parsed], "--models")
     return parsed
 
@@ -134,10 +136,10 @@ def parse_dataset_specs(items: Sequence[str] | str) -> list[DatasetSpec]:
             elif extra and "=" not in extra:
                 split = extra
             else:
-                raise ValueError(f"--datasets entry {item!r}: cannot read {extra!r}; expected {syntax}")
+                raise UserError(f"--datasets entry {item!r}: cannot read {extra!r}; expected {syntax}")
         specs.append(DatasetSpec(label=label, source=source, split=split, category=category))
     if not specs:
-        raise ValueError(f"--datasets: no datasets given; expected {syntax}")
+        raise UserError(f"--datasets: no datasets given; expected {syntax}")
     _check_unique([s.label for s in specs], "--datasets")
     return specs
 
@@ -150,9 +152,9 @@ def read_run_info(model_path: str | Path) -> dict[str, Any] | None:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg}); fix or delete the file") from None
+        raise UserError(f"{path}: not valid JSON ({err.msg}); fix or delete the file") from None
     if not isinstance(info, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise UserError(f"{path}: expected a JSON object")
     return info
 
 
@@ -176,18 +178,22 @@ def check_model_source(label: str, path: str) -> None:
         return
     if folder.is_dir():
         if not (folder / "config.json").is_file():
-            raise ValueError(f"model {label!r}: {path} has no config.json; is it a saved model folder?")
+            raise UserError(f"model {label!r}: {path} has no config.json; is it a saved model folder?")
         if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-            raise ValueError(
+            raise UserError(
                 f"model {label!r}: {path} has no tokenizer files (one of {list(TOKENIZER_FILES)}); save the "
                 "tokenizer with the model (the SFT and PPO recipes do) or copy it from the base model"
             )
         return
     if folder.exists():
-        raise ValueError(f"model {label!r}: {path} is a file; pass the folder the model was saved to")
+        raise UserError(f"model {label!r}: {path} is a file; pass the folder the model was saved to")
     looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1
     if looks_local:
-        raise MissingModelError(f"model {label!r}: folder {path!r} does not exist (relative to {Path.cwd()})")
+        maker = _smoke_target_writing(path)
+        raise MissingModelError(
+            f"model {label!r}: folder {path!r} does not exist (relative to {Path.cwd()})"
+            + (f"; `{maker}` makes it" if maker else "")
+        )
     if _offline():
         from huggingface_hub import try_to_load_from_cache
 
@@ -196,6 +202,21 @@ def check_model_source(label: str, path: str) -> None:
                 f"model {label!r}: {path!r} is not a local folder and not in the Hub cache, and the Hub is "
                 "offline (HF_HUB_OFFLINE=1); check the path or download the model first"
             )
+
+
+TINY_CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "configs" / "tiny"
+
+
+def _smoke_target_writing(path: str) -> str | None:
+    """`make <recipe>` when a tiny config (recipes/configs/tiny/<recipe>.yaml) writes to `path`."""
+    import yaml
+
+    target = Path(path).expanduser().resolve()
+    for config in sorted(TINY_CONFIGS.glob("*.yaml")):
+        output_dir = (yaml.safe_load(config.read_text()) or {}).get("output_dir")
+        if output_dir and (Path.cwd() / output_dir).resolve() == target:
+            return f"make {config.stem}"
+    return None
 
 
 def resolve_model(label: str, path: str, mode: str | None, template: str | None) -> ModelSpec:
@@ -215,7 +236,7 @@ def resolve_model(label: str, path: str, mode: str | None, template: str | None)
         logger.info("model %s: answer mode %s from %s", label, mode, Path(path) / RUN_INFO_FILENAME)
     mode = mode or "cot"
     if mode not in ANSWER_MODES:
-        raise ValueError(f"model {label!r}: answer mode {mode!r} is not one of {list(ANSWER_MODES)}")
+        raise UserError(f"model {label!r}: answer mode {mode!r} is not one of {list(ANSWER_MODES)}")
     template = template or DEFAULT_TEMPLATE[mode]
     get_template(template)
     return ModelSpec(label=label, path=path, answer_mode=mode, prompt_template=template)
@@ -290,11 +311,17 @@ class Completion:
 
 
 def generate_hf(
-    model: Any, tokenizer: Any, prompts: Sequence[str], settings: GenerationSettings
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    settings: GenerationSettings,
+    *,
+    label: str = "generation",
 ) -> list[Completion]:
     """Batched generation with transformers: left padding, KV cache, longest prompts first.
 
     Sorting by length keeps padding (and wasted compute) low; results come back in input order.
+    Progress (`label: done/total questions, elapsed, left`) is logged as batches finish.
     """
     import torch
     from transformers import GenerationConfig
@@ -322,6 +349,7 @@ def generate_hf(
     if settings.do_sample:
         torch.manual_seed(settings.seed)
     model.eval()
+    progress = Progress(label, len(prompts), unit="questions")
     for start in range(0, len(order), settings.batch_size):
         batch = order[start : start + settings.batch_size]
         encoded = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True).to(device)
@@ -332,6 +360,7 @@ def generate_hf(
             stop = next((k for k, token in enumerate(new_tokens) if token in ends), len(new_tokens))
             text = tokenizer.decode(new_tokens[:stop], skip_special_tokens=True)
             results[index] = Completion(text=text, num_tokens=stop)
+        progress.advance(len(batch))
     return [results[i] for i in range(len(prompts))]
 
 
@@ -344,8 +373,13 @@ def vllm_available() -> bool:
     return True
 
 
-def generate_vllm(llm: Any, prompts: Sequence[str], settings: GenerationSettings) -> list[Completion]:
-    """Generation with a `vllm.LLM`; same settings and output shape as `generate_hf`."""
+def generate_vllm(
+    llm: Any, prompts: Sequence[str], settings: GenerationSettings, *, label: str = "generation"
+) -> list[Completion]:
+    """Generation with a `vllm.LLM`; same settings and output shape as `generate_hf`.
+
+    vLLM draws its own progress bar; `label` only names the run in the log line at the end.
+    """
     from vllm import SamplingParams
 
     params = SamplingParams(
@@ -363,6 +397,7 @@ def generate_vllm(llm: Any, prompts: Sequence[str], settings: GenerationSettings
         best = output.outputs[0]
         num_tokens = len(best.token_ids) - (1 if best.token_ids and best.token_ids[-1] == eos else 0)
         completions.append(Completion(text=best.text, num_tokens=num_tokens))
+    Progress(label, len(prompts), unit="questions").advance(len(prompts))
     return completions
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medrlvr_trl.gguf_models import hf_folder_for, is_gguf_file
+from medrlvr_trl.user_errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -39,8 +40,12 @@ FALLBACK_PAD = "<|pad|>"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(UserError):
     """The model or tokenizer named by the user cannot be found locally or on the Hub."""
+
+
+class MissingModelPathError(ModelSourceError):
+    """A local model folder or `.gguf` file that does not exist."""
 
 
 def load_tokenizer(
@@ -291,7 +296,7 @@ def local_model_path(name_or_path: str) -> str:
     if not is_gguf_file(name_or_path):
         return name_or_path
     if not Path(name_or_path).expanduser().is_file():
-        raise ModelSourceError(f"GGUF file {name_or_path!r} does not exist; pass an existing .gguf file")
+        raise MissingModelPathError(f"GGUF file {name_or_path!r} does not exist; pass an existing .gguf file")
     return str(hf_folder_for(name_or_path))
 
 
@@ -301,9 +306,9 @@ def _from_pretrained(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
     if local.exists():
         return loader.from_pretrained(str(local), **kwargs)
     if not _HUB_ID.match(name_or_path):
-        raise ModelSourceError(
+        raise MissingModelPathError(
             f"Model path {name_or_path!r} does not exist. Pass an existing local folder, .gguf file or Hub id; "
-            "to build the offline tiny model run `python -m medrlvr_trl.tiny --out build/tiny` "
+            "to build the offline tiny model run `make tiny` (python -m medrlvr_trl.tiny --out build/tiny) "
             "and pass build/tiny/policy."
         )
     try:

@@ -57,6 +57,7 @@ from medrlvr_trl.preemption import PreemptionHandler
 from medrlvr_trl.recipe_setup import model_card_text
 from medrlvr_trl.rewards import Verdict
 from medrlvr_trl.runlog import COMPLETIONS_FILE, METRICS_FILE
+from medrlvr_trl.user_errors import UserError
 from medrlvr_trl.verifier_options import VerifierOptions
 from medrlvr_trl.verifier_reward import Gold, GoldTable, VerifierRewardModel
 
@@ -605,7 +606,7 @@ class MedRLVRPPOTrainer(PPOTrainer):
         if path is None:
             return
         if not args.resume:
-            raise ValueError(
+            raise UserError(
                 f"{args.output_dir} already holds checkpoints ({path.name}); pass a new --output_dir, or drop "
                 "--resume false to continue that run"
             )

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medrlvr_trl.tiny import TinySpec, _exclusive_lock, _swap_into_place, _versions, build_tiny
+from medrlvr_trl.user_errors import run_command
 
 logger = logging.getLogger(__name__)
 
@@ -283,4 +284,4 @@ def main(argv: Sequence[str] | None = None) -> PretrainResult:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -13,9 +13,9 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 from trl import ModelConfig
 
-from medrlvr_trl.configs import MCQAScriptArguments
-from medrlvr_trl.data import DataSourceError, load_mcqa
-from medrlvr_trl.modeling import ModelSourceError, load_tokenizer
+from medrlvr_trl.configs import MCQAScriptArguments, offline_command
+from medrlvr_trl.data import DataSourceError, MissingDataFileError, load_mcqa
+from medrlvr_trl.modeling import MissingModelPathError, ModelSourceError, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def load_rows_and_tokenizer(
     script_args: MCQAScriptArguments, model_args: ModelConfig, *, recipe: str, may_add_pad: bool = True
 ) -> tuple[Dataset, PreTrainedTokenizerBase]:
     """The training rows and the tokenizer (`modeling.load_tokenizer`); without Hub access the error
-    names the offline config."""
+    names the offline command."""
     try:
         rows = load_mcqa(
             script_args.dataset_name,
@@ -69,12 +69,13 @@ def load_rows_and_tokenizer(
         tokenizer = load_tokenizer(
             model_args.model_name_or_path, revision=model_args.model_revision, may_add_pad=may_add_pad
         )
-    except (DataSourceError, ModelSourceError) as err:
+    except (MissingDataFileError, MissingModelPathError):
+        raise  # a local path: its message says what to pass or build
+    except (DataSourceError, ModelSourceError) as err:  # the Hub: say how to try the recipe without it
         hint = (
-            f"To try the recipe offline, use the tiny config: python recipes/{recipe}_medqa.py "
-            f"--config recipes/configs/tiny/{recipe}.yaml"
+            f"to try the recipe offline, use the tiny config: {offline_command(f'recipes/{recipe}_medqa.py')}"
         )
-        raise type(err)(f"{err}\n{hint}") from None
+        raise type(err)(f"{err}; {hint}") from None
     return rows, tokenizer
 
 

@@ -21,6 +21,7 @@ from trl import SFTConfig
 from medrlvr_trl.configs import FinalModelOptions
 from medrlvr_trl.evaluation import RUN_INFO_FILENAME
 from medrlvr_trl.prompts import TARGET_STYLES, answer_target, build_prompt, get_template
+from medrlvr_trl.user_errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def check_output_dir(output_dir: str | Path, *, overwrite: bool, resuming: bool)
     """Refuse to train into a folder that already holds files, unless told to overwrite or resume."""
     path = Path(output_dir)
     if path.is_dir() and any(path.iterdir()) and not (overwrite or resuming):
-        raise ValueError(
+        raise UserError(
             f"output_dir {str(path)!r} already exists and is not empty. Choose another output_dir, pass "
             "--overwrite_output_dir true to reuse it, or --resume_from_checkpoint to continue its run."
         )
@@ -105,13 +106,13 @@ def resolve_resume(
         return True
     if value.lower() in {"last", "true"}:
         if not has_checkpoint:
-            raise ValueError(
+            raise UserError(
                 f"resume_from_checkpoint={value!r} but output_dir {str(output_dir)!r} holds no checkpoint-* "
                 "folder; pass a checkpoint path or drop the option"
             )
         return True
     if not Path(value).is_dir():
-        raise ValueError(f"resume_from_checkpoint: checkpoint folder {value!r} does not exist")
+        raise UserError(f"resume_from_checkpoint: checkpoint folder {value!r} does not exist")
     return value
 
 

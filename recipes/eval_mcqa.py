@@ -54,6 +54,7 @@ from medrlvr_trl.evaluation import (  # noqa: E402
 from medrlvr_trl.modeling import load_policy, load_tokenizer  # noqa: E402
 from medrlvr_trl.plots import plot_accuracy_bars  # noqa: E402
 from medrlvr_trl.prompts import build_prompt  # noqa: E402
+from medrlvr_trl.user_errors import UserError, run_command  # noqa: E402
 
 logger = logging.getLogger("eval_mcqa")
 
@@ -101,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 build_prompt(q, o, template=spec.prompt_template)
                 for q, o in zip(rows["question"], rows["options"], strict=True)
             ]
-            completions = generate_sharded(prompts, partial(generate, settings=settings), state)
+            label = f"{spec.label} on {data.label}"
+            completions = generate_sharded(prompts, partial(generate, settings=settings, label=label), state)
             if state.is_main_process:
                 records = prediction_records(rows, prompts, completions, spec.answer_mode)
                 write_jsonl(out / "predictions" / f"{spec.label}__{data.label}.jsonl", records)
@@ -139,10 +141,10 @@ def make_plan(args: MCQAEvalArguments) -> Plan:
                 raise
             logger.warning("%s; skipped (skip_missing_models)", err)
     if not models:
-        raise ValueError("no model left to evaluate: every model in --models was missing")
+        raise UserError("no model left to evaluate: every model in --models was missing")
     results_file = Path(args.output_dir) / "results.json"
     if results_file.exists() and not args.overwrite_output_dir:
-        raise ValueError(
+        raise UserError(
             f"{results_file} already exists; choose another output_dir or pass --overwrite_output_dir true"
         )
     datasets = parse_dataset_specs(args.datasets)
@@ -150,7 +152,7 @@ def make_plan(args: MCQAEvalArguments) -> Plan:
     for spec in datasets:
         loaded = load_mcqa(spec.source, split=spec.split, category=spec.category, limit=args.max_samples)
         if len(loaded) == 0:
-            raise ValueError(
+            raise UserError(
                 f"dataset {spec.label!r} ({spec.source}, split {spec.split}) has no rows after filtering"
             )
         rows[spec.label] = loaded
@@ -159,7 +161,7 @@ def make_plan(args: MCQAEvalArguments) -> Plan:
         try:
             tokenizers[spec.label] = load_tokenizer(spec.path)
         except (OSError, ValueError) as err:
-            raise ValueError(
+            raise UserError(
                 f"model {spec.label!r}: cannot load the tokenizer of {spec.path}: {err}"
             ) from None
     return Plan(models=models, datasets=datasets, rows=rows, tokenizers=tokenizers)
@@ -175,7 +177,7 @@ def open_generator(
         backend = "hf"
     if backend == "vllm":
         if state.num_processes > 1:
-            raise ValueError(
+            raise UserError(
                 "the vllm backend runs in one process; launch without accelerate data parallelism"
             )
         from vllm import LLM
@@ -228,4 +230,4 @@ def write_outputs(
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_command(main)

@@ -36,6 +36,7 @@ from medrlvr_trl.modeling import (  # noqa: E402
 )
 from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer, plan_batches  # noqa: E402
 from medrlvr_trl.preemption import PreemptionHandler  # noqa: E402
+from medrlvr_trl.progress import TrainerProgress  # noqa: E402
 from medrlvr_trl.prompts import get_template  # noqa: E402
 from medrlvr_trl.recipe_setup import (  # noqa: E402
     end_distributed,
@@ -44,6 +45,7 @@ from medrlvr_trl.recipe_setup import (  # noqa: E402
     log_dry_run,
     setup_logging,
 )
+from medrlvr_trl.user_errors import run_command  # noqa: E402
 from medrlvr_trl.verifier_reward import tokenize_prompts  # noqa: E402
 
 logger = logging.getLogger("ppo_medqa")
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         gold=gold,
         peft_config=get_peft_config(model_args),
     )
+    trainer.add_callback(TrainerProgress("PPO", unit="updates"))
     with PreemptionHandler() as preemption:
         trainer.train(preemption)
     if preemption.stopped:  # not finished: no final model, so the same command resumes
@@ -134,4 +137,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

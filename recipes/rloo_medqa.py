@@ -21,6 +21,7 @@ from trl import RLOOTrainer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from medrlvr_trl.critic_free import MedRLVRRLOOConfig, run_recipe  # noqa: E402
+from medrlvr_trl.user_errors import run_command  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,4 +29,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -30,7 +30,9 @@ from medrlvr_trl.configs import parse_config  # noqa: E402
 from medrlvr_trl.data import load_mcqa  # noqa: E402
 from medrlvr_trl.evaluation import RUN_INFO_FILENAME, parse_dataset_specs  # noqa: E402
 from medrlvr_trl.preemption import PreemptionHandler  # noqa: E402
+from medrlvr_trl.progress import Progress  # noqa: E402
 from medrlvr_trl.sft import grid_markdown, grid_run_name, pick_best  # noqa: E402
+from medrlvr_trl.user_errors import run_command  # noqa: E402
 
 logger = logging.getLogger("sft_grid")
 RECIPES = Path(__file__).resolve().parent
@@ -66,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     check_inputs(args)
 
     runs = {grid_run_name(lr): (lr, grid_dir / grid_run_name(lr)) for lr in args.learning_rates}
+    finished = sum((out / RUN_INFO_FILENAME).is_file() for _, out in runs.values())
+    progress = Progress("SFT grid", len(runs), unit="runs", every_s=0, done=finished)  # runs log their steps
     for name, (lr, out) in runs.items():
         if (out / RUN_INFO_FILENAME).is_file():
             logger.info("%s: finished earlier, reusing %s", name, out)
@@ -83,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         if preemption.received or not (out / RUN_INFO_FILENAME).is_file():
             logger.info("%s stopped before the grid finished; run the same command to continue", name)
             return grid_dir
+        progress.advance()
 
     dev_label = parse_dataset_specs(args.dev_dataset)[0].label
     eval_dir = grid_dir / "dev_eval"
@@ -167,4 +172,4 @@ def run(command: list[str], what: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_command(main)

@@ -35,6 +35,7 @@ from medrlvr_trl.modeling import (  # noqa: E402
     trainable_dtype,
 )
 from medrlvr_trl.preemption import PreemptionCallback, PreemptionHandler  # noqa: E402
+from medrlvr_trl.progress import TrainerProgress  # noqa: E402
 from medrlvr_trl.sft import (  # noqa: E402
     MedSFTConfig,
     build_sft_dataset,
@@ -43,6 +44,7 @@ from medrlvr_trl.sft import (  # noqa: E402
     sft_run_info,
     write_run_info,
 )
+from medrlvr_trl.user_errors import run_command  # noqa: E402
 
 logger = logging.getLogger("sft_medqa")
 
@@ -112,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     )
     with PreemptionHandler() as preemption:
         trainer.add_callback(PreemptionCallback(preemption, trainer.accelerator))
+        trainer.add_callback(TrainerProgress("SFT"))
         trainer.train(resume_from_checkpoint=resume)
     if preemption.stopped:  # not finished: no final model, so the same command resumes
         step = trainer.state.global_step
@@ -154,4 +157,4 @@ def _append_run_info_to_card(output_dir: Path, info: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_command(main)
