@@ -49,6 +49,13 @@ class MCQAScriptArguments(ScriptArguments):
     prompt_template: str = field(
         default="r1", metadata={"help": "Prompt template name from `medrlvr_trl.prompts.TEMPLATES`."}
     )
+    skip_invalid_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out rows the loader cannot use (count and first few in the log and run_info.json) "
+            "instead of stopping at the first."
+        },
+    )
     dry_run: bool = field(
         default=False,
         metadata={

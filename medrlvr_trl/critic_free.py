@@ -311,7 +311,9 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
         return
 
     # TRL loads policy and reference by name and cannot grow their embeddings: no added pad token.
-    rows, tokenizer = load_rows_and_tokenizer(script_args, model_args, recipe=kind, may_add_pad=False)
+    rows, skipped, tokenizer = load_rows_and_tokenizer(
+        script_args, model_args, recipe=kind, may_add_pad=False
+    )
     dataset = prompt_dataset(
         rows, tokenizer, template=script_args.prompt_template, max_prompt_length=args.max_prompt_length
     )
@@ -366,6 +368,7 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
             **precision_record(args, trainer.model),
             "base_model": model_args.model_name_or_path,
             "dataset": f"{script_args.dataset_name} ({script_args.dataset_train_split}, {len(rows)} rows)",
+            "skipped_rows": skipped.as_record(),
             "reward": f"verifier mode={args.verifier_mode} {asdict(args.reward_values())}; "
             f"terms {dict(zip(args.rewards, args.reward_weights, strict=True))}",
             "hyperparameters": {key: getattr(args, key) for key in CARD_KEYS if hasattr(args, key)},

@@ -40,10 +40,42 @@ class MissingDataFileError(DataSourceError, FileNotFoundError):
     """A local path that does not exist; also a `FileNotFoundError` so either kind of handler works."""
 
 
+@dataclass(frozen=True)
+class SkippedRows:
+    """Rows that `skip_invalid_rows` left out of a load: how many, and the first few problems."""
+
+    count: int = 0
+    first: tuple[str, ...] = ()
+
+    def as_record(self) -> dict[str, Any]:
+        """For run_info.json and the log."""
+        return {"count": self.count, "first": list(self.first)}
+
+
+MAX_SKIPPED_SHOWN = 5
+
+
 def load_mcqa(
-    source: str, split: str = "train", *, category: str | None = None, limit: int | None = None
+    source: str,
+    split: str = "train",
+    *,
+    category: str | None = None,
+    limit: int | None = None,
+    skip_invalid_rows: bool = False,
 ) -> datasets.Dataset:
-    """Read one split of a multiple-choice source and return it in the shared schema.
+    """Read one split of a multiple-choice source and return it in the shared schema (`read_mcqa`)."""
+    return read_mcqa(source, split, category=category, limit=limit, skip_invalid_rows=skip_invalid_rows)[0]
+
+
+def read_mcqa(
+    source: str,
+    split: str = "train",
+    *,
+    category: str | None = None,
+    limit: int | None = None,
+    skip_invalid_rows: bool = False,
+) -> tuple[datasets.Dataset, SkippedRows]:
+    """Read one split of a multiple-choice source: the rows in the shared schema, and those skipped.
 
     `source` is a local path (a .jsonl/.json/.parquet file, or a folder holding `{split}.jsonl`,
     `{split}.json` or `{split}.parquet`) or a Hub dataset id; a Hub config name follows a colon, as in
@@ -51,15 +83,19 @@ def load_mcqa(
     `category` keeps rows whose `category` field matches case-insensitively (MMLU-Pro "health");
     `limit` keeps the first N rows after filtering. Rows the category filter removes are not checked;
     every other row is, even past `limit`, so a bad row cannot hide behind a small smoke-test limit.
+    A row that cannot be used is an error naming the file, row and field; with `skip_invalid_rows`
+    it is left out instead, and the count and the first few problems are logged and returned, so one
+    bad row in 10,000 does not end a real run and none disappears unreported.
     """
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be a positive number of rows or None, got {limit!r}")
+        raise UserError(f"limit must be a positive number of rows or None, got {limit!r}")
     origin, name, rows = _read_source(source, split)
     if not rows:
         raise DataSourceError(f"{origin} holds no rows; check the path and split")
     if category is not None:
         rows = _filter_category(rows, category, origin)
     records: list[dict[str, Any]] = []
+    problems: list[str] = []
     first_row_of_id: dict[str, int] = {}
     for number, row in rows:
         try:
@@ -69,16 +105,26 @@ def load_mcqa(
                     "id", f"id {record['id']!r} is already used by row {first_row_of_id[record['id']]}"
                 )
         except RowProblem as err:
-            raise ValueError(
-                f"{origin}, row {number}, field '{err.field}': {err.problem}. "
-                "Fix or remove this row in the source."
-            ) from None
+            problem = f"{origin}, row {number}, field '{err.field}': {err.problem}"
+            if not skip_invalid_rows:
+                raise UserError(
+                    f"{problem}. Fix or remove this row in the source, or pass --skip_invalid_rows true"
+                ) from None
+            problems.append(problem)
+            continue
         first_row_of_id[record["id"]] = number
         records.append({**record, "source": name})
+    if not records:
+        raise DataSourceError(f"{origin}: every row is invalid; the first: {problems[0]}")
     if limit is not None:
         records = records[:limit]
+    skipped = SkippedRows(count=len(problems), first=tuple(problems[:MAX_SKIPPED_SHOWN]))
+    if skipped.count:
+        logger.warning(
+            "skipped %d invalid rows of %s (skip_invalid_rows): %s", skipped.count, origin, skipped.first
+        )
     logger.info("loaded %d rows from %s", len(records), origin)
-    return datasets.Dataset.from_list(records, features=FEATURES)
+    return datasets.Dataset.from_list(records, features=FEATURES), skipped
 
 
 # --- reading rows --------------------------------------------------------------------------------

@@ -65,6 +65,8 @@ def normalise_row(row: Any, fallback_id: str) -> dict[str, Any]:
             "answer" if isinstance(options, dict | list) else "options",
             f"unrecognised row schema: found keys {sorted(row)}; expected one of {_EXPECTED_SCHEMAS}",
         )
+    texts = _without_trailing_placeholders(texts, index)
+    _check_distinct(texts)
     question = row.get("question")
     if not isinstance(question, str) or not question.strip():
         raise RowProblem("question", "the question is missing or empty")
@@ -119,6 +121,44 @@ def _option_text(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise RowProblem(field, f"option text must be non-empty text, found {value!r}")
     return value.strip()
+
+
+# Texts that fill an option slot without being an option (MMLU-Pro pads short option lists so).
+PLACEHOLDER_OPTIONS = frozenset({"n/a", "na", "null", "-"})
+
+
+def _is_placeholder(text: str) -> bool:
+    return text.strip().casefold() in PLACEHOLDER_OPTIONS
+
+
+def _without_trailing_placeholders(texts: list[str], answer: int) -> list[str]:
+    """Drop placeholder options ("N/A") after the last real one; a placeholder anywhere else is an error.
+
+    A trailing placeholder is padding, and keeping it would add a letter the model may pick and lower
+    the chance rate; one inside the list, or one that is the gold answer, means the row is corrupt.
+    """
+    end = len(texts)
+    while end > answer + 1 and _is_placeholder(texts[end - 1]):
+        end -= 1
+    for i, text in enumerate(texts[:end]):
+        if _is_placeholder(text):
+            raise RowProblem(
+                f"options[{LETTERS[i]}]", f"option {LETTERS[i]} is a placeholder ({text!r}), not an option"
+            )
+    _check_option_count(end)
+    return texts[:end]
+
+
+def _check_distinct(texts: list[str]) -> None:
+    """Two options with one text make the letter ambiguous and the question unanswerable as asked."""
+    seen: dict[str, int] = {}
+    for i, text in enumerate(texts):
+        key = " ".join(text.split()).casefold()
+        if key in seen:
+            raise RowProblem(
+                "options", f"options {LETTERS[seen[key]]} and {LETTERS[i]} have the same text ({text!r})"
+            )
+        seen[key] = i
 
 
 def _check_option_count(count: int) -> None:

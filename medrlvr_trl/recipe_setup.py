@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 from trl import ModelConfig
 
 from medrlvr_trl.configs import MCQAScriptArguments, offline_command
-from medrlvr_trl.data import DataSourceError, MissingDataFileError, load_mcqa
+from medrlvr_trl.data import DataSourceError, MissingDataFileError, SkippedRows, read_mcqa
 from medrlvr_trl.modeling import MissingModelPathError, ModelSourceError, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -56,15 +56,16 @@ def setup_logging() -> None:
 
 def load_rows_and_tokenizer(
     script_args: MCQAScriptArguments, model_args: ModelConfig, *, recipe: str, may_add_pad: bool = True
-) -> tuple[Dataset, PreTrainedTokenizerBase]:
-    """The training rows and the tokenizer (`modeling.load_tokenizer`); without Hub access the error
-    names the offline command."""
+) -> tuple[Dataset, SkippedRows, PreTrainedTokenizerBase]:
+    """The training rows, the rows `skip_invalid_rows` left out, and the tokenizer
+    (`modeling.load_tokenizer`); without Hub access the error names the offline command."""
     try:
-        rows = load_mcqa(
+        rows, skipped = read_mcqa(
             script_args.dataset_name,
             script_args.dataset_train_split,
             category=script_args.dataset_category,
             limit=script_args.max_train_samples,
+            skip_invalid_rows=script_args.skip_invalid_rows,
         )
         tokenizer = load_tokenizer(
             model_args.model_name_or_path, revision=model_args.model_revision, may_add_pad=may_add_pad
@@ -76,7 +77,7 @@ def load_rows_and_tokenizer(
             f"to try the recipe offline, use the tiny config: {offline_command(f'recipes/{recipe}_medqa.py')}"
         )
         raise type(err)(f"{err}; {hint}") from None
-    return rows, tokenizer
+    return rows, skipped, tokenizer
 
 
 # MedQA-USMLE train size (docs/paper.md, Data): what `--dry_run`, which loads nothing, plans for.

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         log_memory_plan(ppo_args, model_args)  # per-device estimate: docs/benchmarks.md#memory-plan
         return
 
-    rows, tokenizer = load_rows_and_tokenizer(script_args, model_args, recipe="ppo")
+    rows, skipped, tokenizer = load_rows_and_tokenizer(script_args, model_args, recipe="ppo")
     train_dataset, gold = tokenize_prompts(
         rows, tokenizer, template=script_args.prompt_template, max_prompt_length=ppo_args.max_prompt_length
     )
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         model_card={
             "base_model": model_args.model_name_or_path,
             "dataset": f"{script_args.dataset_name} ({script_args.dataset_train_split}, {len(rows)} rows)",
+            "skipped_rows": skipped.as_record(),
             "reward": f"verifier mode={ppo_args.verifier_mode} {asdict(ppo_args.reward_values())}",
             "reward_terms": dict(zip(ppo_args.rewards, ppo_args.reward_mix().weights, strict=True)),
             "prompt_template": script_args.prompt_template,

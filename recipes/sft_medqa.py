@@ -26,7 +26,7 @@ from trl import ModelConfig, SFTTrainer, get_peft_config
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config  # noqa: E402
-from medrlvr_trl.data import load_mcqa  # noqa: E402
+from medrlvr_trl.data import load_mcqa, read_mcqa  # noqa: E402
 from medrlvr_trl.modeling import (  # noqa: E402
     cast_saved_weights,
     load_policy,
@@ -76,11 +76,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
         return output_dir
 
     # Data first: a bad row or an empty split fails before any model weights load.
-    train_rows = load_mcqa(
+    train_rows, skipped = read_mcqa(
         script_args.dataset_name,
         split=script_args.dataset_train_split,
         category=script_args.dataset_category,
         limit=script_args.max_train_samples,
+        skip_invalid_rows=script_args.skip_invalid_rows,
     )
     train_dataset = build_sft_dataset(
         train_rows, template=script_args.prompt_template, target=training_args.sft_target
@@ -92,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             split=script_args.dataset_test_split,
             category=script_args.dataset_category,
             limit=script_args.max_eval_samples,
+            skip_invalid_rows=script_args.skip_invalid_rows,
         )
         eval_dataset = build_sft_dataset(
             eval_rows, template=script_args.prompt_template, target=training_args.sft_target
@@ -131,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         template=script_args.prompt_template,
         target=training_args.sft_target,
     )
+    info["skipped_rows"] = skipped.as_record()
     if trainer.is_world_process_zero():
         cast_saved_weights(output_dir, training_args.final_model_dtype)
         precision = precision_record(training_args, model)

@@ -19,6 +19,7 @@ from medrlvr_trl.data import (
     OverlapReport,
     load_mcqa,
     question_overlap,
+    read_mcqa,
 )
 
 COLUMNS = ["id", "question", "options", "answer", "answer_index", "source"]
@@ -249,6 +250,26 @@ BAD_ROWS = {
         "options[B]",
         "non-empty text",
     ),
+    "duplicate option texts": (
+        {
+            "question": "Q?",
+            "options": {"A": "Aspirin", "B": "x", "C": " aspirin "},
+            "answer_idx": "B",
+            "answer": "x",
+        },
+        "options",
+        "options A and C have the same text",
+    ),
+    "placeholder inside the options": (
+        mmlu_row(1, options=["a", "N/A", "c"], answer="A", answer_index=0),
+        "options[B]",
+        "placeholder",
+    ),
+    "placeholder as the answer": (
+        mmlu_row(1, options=["a", "b", "N/A"], answer="C", answer_index=2),
+        "options[C]",
+        "placeholder",
+    ),
     "unrecognised schema": (
         {"question": "Q?", "choices": ["a", "b"], "label": 0},
         "options",
@@ -269,6 +290,29 @@ def test_bad_row_error_names_file_row_and_field(tmp_path, case):
     assert str(path) in message
     assert "row 2" in message
     assert f"field '{field}'" in message
+
+
+def test_trailing_placeholder_options_are_padding_and_dropped(tmp_path):
+    path = write_jsonl(
+        tmp_path / "mmlu.jsonl",
+        [mmlu_row(1, options=["a", "b", "c", "N/A", "n/a"], answer="B", answer_index=1)],
+    )
+    assert load_mcqa(str(path))[0]["options"] == ["a", "b", "c"]
+
+
+def test_skip_invalid_rows_leaves_bad_rows_out_and_reports_them(tmp_path, caplog):
+    rows = [medqa_row("Q1?"), medqa_row(answer_idx="Z", answer=None), medqa_row("Q3?"), {"question": "Q?"}]
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    with pytest.raises(ValueError, match=r"row 2, field 'answer_idx'.*--skip_invalid_rows true"):
+        load_mcqa(str(path))
+
+    caplog.set_level(logging.WARNING, logger="medrlvr_trl.data")
+    dataset, skipped = read_mcqa(str(path), skip_invalid_rows=True)
+    assert dataset["question"] == ["Q1?", "Q3?"]
+    assert skipped.count == 2 and len(skipped.first) == 2
+    assert "row 2, field 'answer_idx'" in skipped.first[0] and "row 4" in skipped.first[1]
+    assert "skipped 2 invalid rows" in caplog.text
+    assert skipped.as_record() == {"count": 2, "first": list(skipped.first)}
 
 
 def test_duplicate_ids_name_both_rows(tmp_path):
