@@ -1,29 +1,51 @@
 """Multiple-choice evaluation: which models, on which data, prompted and scored how.
 
 Two answer modes, as in Med-RLVR's Figure 3:
-- `cot`: the R1 template; the completion is scored by the training verifier (`rewards.verify`,
-  format mode "paper"), so a malformed completion counts as wrong.
-- `direct`: the model answers straight away; the letter is read from the completion's `<answer>`
-  section if it has one, else from its first line, with the verifier's letter rules
-  (`rewards.extract_letter`). A completion with no readable letter counts as wrong.
-Every question is scored; nothing is dropped. Generation (`generate_hf`, `generate_vllm`,
-`generate_sharded`) lives here too, so a reader sees the whole evaluation path in one module; the
-recipe `recipes/eval_mcqa.py` only wires these pieces together and writes the files.
+- `cot`: the R1 template; the model reasons in <think> tags and answers in <answer> tags.
+- `direct`: the model answers straight away.
+
+Every completion is scored under two rules (docs/evaluation.md):
+- strict, what RL optimises: in cot mode the training verifier (`rewards.verify`, format mode
+  "paper") on the whole completion, generated to EOS, so text after `</answer>` makes it wrong; in
+  direct mode `direct_letter` (the `<answer>` section if there is one, else the first line, read
+  with the verifier's letter rules).
+- lenient, how benchmark harnesses read answers: anything may follow the first `</answer>`; the
+  letter the strict reader finds in the text up to there, else the MMLU-Pro / lm-eval regex chain
+  (`fallback_letter`) limited to the question's letters.
+A completion with no letter under a rule is wrong under it ("unparsed" means: none under the
+lenient rule); it is never replaced by a random guess. Every question is scored; nothing is
+dropped. `accuracy`, the chart and the paired comparisons use the strict rule.
+
+Generation (`generate_hf`, `generate_vllm`, `generate_sharded`) lives here too, so a reader sees the
+whole evaluation path in one module; the recipe `recipes/eval_mcqa.py` only wires these pieces
+together and writes the files.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medrlvr_trl.gguf_models import is_gguf_file
 from medrlvr_trl.progress import Progress
-from medrlvr_trl.rewards import ANSWER_CLOSE, ANSWER_OPEN, RewardValues, Verdict, extract_letter, verify
+from medrlvr_trl.prompts import LETTERS
+from medrlvr_trl.rewards import (
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
+    RewardValues,
+    Verdict,
+    check_format,
+    extract_letter,
+    verify,
+)
 from medrlvr_trl.user_errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -36,6 +58,11 @@ ANSWER_MODES = ("cot", "direct")
 DEFAULT_TEMPLATE = {"cot": "r1", "direct": "direct"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 RANDOM_LABEL = "random"
+ACCURACY_RULE = "strict"
+"""The rule behind `accuracy`, the chart and the paired comparisons: the one RL is trained on."""
+ROLE_RANK = {"base": 0, "sft": 1, "rl": 2}
+"""A paired comparison reads "A minus B" with A the later training stage: RL - SFT, SFT - base."""
+RL_WORDS = frozenset({"ppo", "grpo", "rloo", "rl", "rlvr"})
 
 
 class MissingModelError(UserError):
@@ -53,6 +80,8 @@ class ModelSpec:
     path: str
     answer_mode: str
     prompt_template: str
+    role: str = "base"
+    """`base`, `sft` or `rl` (`model_role`): orders paired comparisons and picks the headline pair."""
 
 
 @dataclass(frozen=True)
@@ -219,8 +248,18 @@ def _smoke_target_writing(path: str) -> str | None:
     return None
 
 
+def model_role(label: str, info: Mapping[str, Any] | None) -> str:
+    """`sft`, `rl` or `base`: from run_info.json's `kind` (written by the SFT, PPO, GRPO and RLOO
+    recipes), else from the label's words ("sft", "ppo", "grpo", "rloo", "rl", "rlvr"), else base."""
+    kind = str((info or {}).get("kind") or "").lower()
+    words = {kind} if kind in RL_WORDS | {"sft"} else set(re.split(r"[^a-z0-9]+", label.lower()))
+    if "sft" in words:
+        return "sft"
+    return "rl" if words & RL_WORDS else "base"
+
+
 def resolve_model(label: str, path: str, mode: str | None, template: str | None) -> ModelSpec:
-    """Check the model exists and fill in its answer mode and template.
+    """Check the model exists and fill in its answer mode, template and role.
 
     Order of precedence: the `--models` entry, then the model's run_info.json, then `cot` and the
     mode's default template (`r1` for cot, `direct` for direct).
@@ -239,7 +278,8 @@ def resolve_model(label: str, path: str, mode: str | None, template: str | None)
         raise UserError(f"model {label!r}: answer mode {mode!r} is not one of {list(ANSWER_MODES)}")
     template = template or DEFAULT_TEMPLATE[mode]
     get_template(template)
-    return ModelSpec(label=label, path=path, answer_mode=mode, prompt_template=template)
+    role = model_role(label, info)
+    return ModelSpec(label=label, path=path, answer_mode=mode, prompt_template=template, role=role)
 
 
 # --- scoring -------------------------------------------------------------------------------------
@@ -268,7 +308,8 @@ def score_completion(
     *,
     options: Sequence[str] | None = None,
 ) -> Verdict:
-    """Score one completion; `format_ok` means "a letter could be read" in direct mode.
+    """Score one completion under the strict rule; `format_ok` means "a letter could be read" in
+    direct mode.
 
     `options`, the question's option texts, let an answer like "E. coli" be told from letter E.
     """
@@ -284,6 +325,57 @@ def score_completion(
     return Verdict(
         format_ok=True, letter=letter, correct=correct, reward=values.correct if correct else values.wrong
     )
+
+
+_FALLBACKS = (
+    ("answer is", r"answer is \(?({letters})\b"),
+    ("answer:", r".*[aA]nswer:\s*({letters})\b"),
+    ("last letter", r"\b({letters})\b(?!.*\b(?:{letters})\b)"),
+)
+"""MMLU-Pro's answer extraction chain (`answer is (X)`, the last `Answer: X`, the last standalone
+letter; lm-eval's mmlu_pro task uses the first), with its A-J replaced by the question's letters
+and a word boundary after the letter, so "the answer is Bacteroides" is not read as B."""
+
+
+@functools.cache
+def _fallback_patterns(num_options: int) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    letters = f"[{LETTERS[0]}-{LETTERS[num_options - 1]}]"
+    return tuple((name, re.compile(rule.format(letters=letters), re.DOTALL)) for name, rule in _FALLBACKS)
+
+
+def fallback_letter(text: str, num_options: int) -> tuple[str | None, str | None]:
+    """The letter the regex chain finds in `text`, and which pattern found it (or None, None)."""
+    for name, pattern in _fallback_patterns(num_options):
+        match = pattern.search(text)
+        if match:
+            return match[1], name
+    return None, None
+
+
+def _through_answer_close(completion: str) -> str:
+    """The completion up to and including its first `</answer>` (all of it when there is none)."""
+    end = completion.find(ANSWER_CLOSE)
+    return completion if end < 0 else completion[: end + len(ANSWER_CLOSE)]
+
+
+def lenient_letter(
+    completion: str, num_options: int, answer_mode: str, *, options: Sequence[str] | None = None
+) -> tuple[str | None, str | None]:
+    """The letter under the lenient rule and where it came from (`verifier` or a fallback's name).
+
+    Text after the first `</answer>` is ignored; before it, the strict reader (the verifier's
+    format and letter rules in cot mode, `direct_letter` in direct mode) comes first, then
+    `fallback_letter`. None when nothing names a letter: the caller counts it wrong, never a guess.
+    """
+    text = _through_answer_close(completion)
+    if answer_mode == "cot":
+        tagged = check_format(text, "paper")
+        letter = extract_letter(tagged.answer, options=options) if tagged else None
+    else:
+        letter = direct_letter(text, options=options)
+    if letter is not None:
+        return letter, "verifier"
+    return fallback_letter(text, num_options)
 
 
 # --- generation ----------------------------------------------------------------------------------
@@ -427,12 +519,18 @@ def generate_sharded(
 def prediction_records(
     rows: Any, prompts: Sequence[str], completions: Sequence[Completion], answer_mode: str
 ) -> list[dict[str, Any]]:
-    """One JSON-ready record per question: inputs, completion, extracted letter and verdict."""
+    """One JSON-ready record per question: inputs, completion, and the letter under each rule.
+
+    `letter`, `format_ok`, `correct` and `reward` are the strict rule's verdict (what training
+    rewards); `letter_lenient`, `correct_lenient` and `lenient_source` the lenient rule's.
+    """
     records = []
     for row, prompt, completion in zip(rows, prompts, completions, strict=True):
+        num_options = len(row["options"])
         verdict = score_completion(
-            completion.text, row["answer"], len(row["options"]), answer_mode, options=row["options"]
+            completion.text, row["answer"], num_options, answer_mode, options=row["options"]
         )
+        lenient, source = lenient_letter(completion.text, num_options, answer_mode, options=row["options"])
         records.append(
             {
                 "id": row["id"],
@@ -445,6 +543,9 @@ def prediction_records(
                 "format_ok": verdict.format_ok,
                 "correct": verdict.correct,
                 "reward": verdict.reward,
+                "letter_lenient": lenient,
+                "correct_lenient": lenient == row["answer"],
+                "lenient_source": source,
             }
         )
     return records
@@ -460,33 +561,113 @@ def load_accuracy_metric() -> Any:
 def summarise(
     records: Sequence[dict[str, Any]], metric: Any, *, n_resamples: int = 1000, seed: int = 0
 ) -> dict[str, float]:
-    """Accuracy with bootstrap std, n, format-valid rate and mean completion length (tokens)."""
+    """Accuracy under both rules with bootstrap stds, unparsed rate, n, format-valid rate and mean
+    completion length (tokens). `accuracy` / `accuracy_std` are the strict rule's (older readers)."""
     import numpy as np
 
     if not records:
         raise ValueError("cannot summarise an empty set of predictions")
-    scores = metric.compute(
+    references = [r["answer"] for r in records]
+    strict = metric.compute(
         predictions=[(r["letter"] or "") if r["format_ok"] else "" for r in records],
-        references=[r["answer"] for r in records],
+        references=references,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+    lenient = metric.compute(
+        predictions=[r["letter_lenient"] or "" for r in records],
+        references=references,
         n_resamples=n_resamples,
         seed=seed,
     )
     return {
-        "accuracy": scores["accuracy"],
-        "accuracy_std": scores["accuracy_std"],
-        "n": scores["n"],
+        "accuracy": strict["accuracy"],
+        "accuracy_std": strict["accuracy_std"],
+        "accuracy_strict": strict["accuracy"],
+        "accuracy_lenient": lenient["accuracy"],
+        "accuracy_lenient_std": lenient["accuracy_std"],
+        "unparsed_rate": float(np.mean([r["letter_lenient"] is None for r in records])),
+        "n": strict["n"],
         "format_valid_rate": float(np.mean([r["format_ok"] for r in records])),
         "mean_completion_tokens": float(np.mean([r["completion_tokens"] for r in records])),
     }
 
 
-def random_guess(rows: Any, *, n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Expected accuracy of uniform guessing: mean of 1/num_options, with its bootstrap std."""
-    from medrlvr_trl.stats import mean_with_bootstrap_std
+def random_guess(rows: Any) -> dict[str, float]:
+    """A uniform guesser: expected accuracy (mean of 1/num_options) and the std of its accuracy.
 
-    chance = [1.0 / len(options) for options in rows["options"]]
-    summary = mean_with_bootstrap_std(chance, n_resamples=n_resamples, seed=seed)
-    return {"accuracy": summary.mean, "accuracy_std": summary.std, "n": summary.n}
+    The std is analytic (`stats.random_guess_std`). A guesser always names one of the question's
+    letters, so both rules give it the same score and nothing is unparsed.
+    """
+    from medrlvr_trl.stats import random_guess_std
+
+    counts = [len(options) for options in rows["options"]]
+    accuracy = sum(1.0 / k for k in counts) / len(counts)
+    std = random_guess_std(counts)
+    return {
+        "accuracy": accuracy,
+        "accuracy_std": std,
+        "accuracy_strict": accuracy,
+        "accuracy_lenient": accuracy,
+        "accuracy_lenient_std": std,
+        "unparsed_rate": 0.0,
+        "n": len(counts),
+    }
+
+
+def paired_comparisons(
+    models: Sequence[ModelSpec],
+    outcomes: Mapping[str, Mapping[str, Sequence[bool]]],
+    datasets: Sequence[str],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Every pair of models on every dataset both were scored on, from strict per-question outcomes.
+
+    `outcomes[model][dataset]` lists strict correctness per question in dataset order. A pair reads
+    "A minus B" with A the later stage (`ROLE_RANK`: RL, then SFT, then base), else the earlier of
+    the two in `models`; see `stats.compare_paired` for the interval and the p-value.
+    """
+    from medrlvr_trl.stats import compare_paired
+
+    entries = []
+    for dataset in datasets:
+        scored = [m for m in models if dataset in outcomes.get(m.label, {})]
+        for first, second in itertools.combinations(scored, 2):
+            a, b = (second, first) if ROLE_RANK[second.role] > ROLE_RANK[first.role] else (first, second)
+            result = compare_paired(
+                outcomes[a.label][dataset], outcomes[b.label][dataset], n_resamples=n_resamples, seed=seed
+            )
+            entries.append(
+                {
+                    "model_a": a.label,
+                    "model_b": b.label,
+                    "dataset": dataset,
+                    "rule": ACCURACY_RULE,
+                    "diff": result.diff,
+                    "ci95": list(result.ci95),
+                    "mcnemar_p": result.mcnemar_p,
+                    "n": result.n,
+                    "only_a_correct": result.a_only,
+                    "only_b_correct": result.b_only,
+                }
+            )
+    return entries
+
+
+def headline_pair(models: Sequence[ModelSpec]) -> tuple[str, str] | None:
+    """(first RL model, first SFT model): the paper's claim is RLVR matching or beating SFT."""
+    rl = next((m.label for m in models if m.role == "rl"), None)
+    sft = next((m.label for m in models if m.role == "sft"), None)
+    return (rl, sft) if rl and sft else None
+
+
+def headline_entries(
+    paired: Sequence[Mapping[str, Any]], pair: tuple[str, str] | None
+) -> list[dict[str, Any]]:
+    """The paired entries of the headline pair, one per dataset (none without a pair)."""
+    return [dict(e) for e in paired if pair is not None and (e["model_a"], e["model_b"]) == pair]
 
 
 def write_jsonl(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
@@ -498,42 +679,151 @@ def write_jsonl(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
     return path
 
 
-def results_markdown(results: dict[str, dict[str, dict[str, float]]], datasets: Sequence[str]) -> str:
-    """Accuracy table (percent +- bootstrap std), then format-valid rate and mean length per model."""
-    header = "| model | " + " | ".join(datasets) + " |"
-    rule = "|" + " --- |" * (len(datasets) + 1)
-    lines = ["## Accuracy (%, +- bootstrap std)", "", header, rule]
+_STRICT_TEXT = (
+    "cot: the training verifier (format mode 'paper') on the whole completion, generated to EOS (or "
+    "max_new_tokens), so only whitespace may follow </answer>; direct: the <answer> section if any, "
+    "else the first line, read with the verifier's letter rules"
+)
+_STOPPED_TEXT = (
+    "; stop_at_answer_close was on, so cot generation stopped at the first </answer> and text after "
+    "the tags was never generated: strict could not judge it"
+)
+_LENIENT_TEXT = (
+    "anything may follow the first </answer>; the strict reader on the text up to there, else the "
+    "MMLU-Pro regex chain on it ('answer is (X)', the last 'Answer: X', the last standalone letter), "
+    "limited to the question's letters"
+)
+
+
+def scoring_rules(*, stop_at_answer_close: bool) -> dict[str, str]:
+    """What each number means, in words, for `results.json` and the legend of `results.md`."""
+    return {
+        "accuracy_rule": ACCURACY_RULE,
+        "strict": _STRICT_TEXT + (_STOPPED_TEXT if stop_at_answer_close else ""),
+        "lenient": _LENIENT_TEXT,
+        "unparsed_rate": "share of questions with no letter under the lenient rule; wrong under both "
+        "rules, never replaced by a random guess",
+        "accuracy_std": "std of the accuracy over bootstrap resamples of the questions; random row: std "
+        "of a uniform guesser's accuracy, sqrt(sum p(1-p))/n with p = 1/options",
+        "paired": "A minus B on the same questions (strict): 95% paired-bootstrap percentile interval, "
+        "two-sided exact McNemar p-value",
+    }
+
+
+def chart_title(*, stop_at_answer_close: bool) -> str:
+    """The Figure-3 title, naming the one rule every bar uses."""
+    generated = "stopped at </answer>" if stop_at_answer_close else "generated to EOS"
+    return (
+        f"Accuracy, {ACCURACY_RULE} rule (cot: training verifier, {generated}); "
+        "error bars: bootstrap std, random: analytic"
+    )
+
+
+def _percent(value: float, std: float | None = None) -> str:
+    return f"{100 * value:.1f}" + ("" if std is None else f" +- {100 * std:.1f}")
+
+
+def _accuracy_table(
+    results: Mapping[str, Mapping[str, Mapping[str, float]]], datasets: Sequence[str]
+) -> list[str]:
+    columns = [f"{d} {rule}" for d in datasets for rule in ("strict", "lenient", "unparsed")]
+    lines = ["| model | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
     for model, per_dataset in results.items():
-        cells = [
-            f"{100 * per_dataset[d]['accuracy']:.1f} +- {100 * per_dataset[d]['accuracy_std']:.1f}"
-            if d in per_dataset
-            else "-"
-            for d in datasets
-        ]
+        cells = []
+        for d in datasets:
+            v = per_dataset.get(d)
+            cells += (
+                [
+                    _percent(v["accuracy_strict"], v["accuracy_std"]),
+                    _percent(v["accuracy_lenient"], v["accuracy_lenient_std"]),
+                    _percent(v["unparsed_rate"]),
+                ]
+                if v
+                else ["-"] * 3
+            )
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    lines += ["", "## Format-valid rate (%) / mean completion length (tokens)", "", header, rule]
+    return lines
+
+
+def _format_table(
+    results: Mapping[str, Mapping[str, Mapping[str, float]]], datasets: Sequence[str]
+) -> list[str]:
+    lines = ["| model | " + " | ".join(datasets) + " |", "|" + " --- |" * (len(datasets) + 1)]
     for model, per_dataset in results.items():
         if model == RANDOM_LABEL:
             continue
         cells = [
-            f"{100 * per_dataset[d]['format_valid_rate']:.1f} / "
-            f"{per_dataset[d]['mean_completion_tokens']:.1f}"
+            f"{_percent(per_dataset[d]['format_valid_rate'])} / {per_dataset[d]['mean_completion_tokens']:.1f}"
             if d in per_dataset
             else "-"
             for d in datasets
         ]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _paired_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = [
+        "| dataset | A | B | A - B (points) | 95% CI (points) | McNemar p | only A right | only B right |",
+        "|" + " --- |" * 8,
+    ]
+    for e in entries:
+        low, high = e["ci95"]
+        lines.append(
+            f"| {e['dataset']} | {e['model_a']} | {e['model_b']} | {100 * e['diff']:+.1f} | "
+            f"[{100 * low:+.1f}, {100 * high:+.1f}] | {e['mcnemar_p']:.3g} | {e['only_a_correct']} | "
+            f"{e['only_b_correct']} |"
+        )
+    return lines
+
+
+def results_markdown(report: EvalReport) -> str:
+    """`results.md`: accuracy under both rules with the unparsed rate, format-valid rate and length,
+    the headline (RLVR minus SFT) and every paired comparison, each table saying which rule it uses."""
+    datasets = [d["label"] for d in report.datasets]
+    rules = report.scoring
+    lines = ["## Accuracy (%)", "", *_accuracy_table(report.results, datasets), ""]
+    lines += [
+        f"- strict (`accuracy` in results.json, the chart, the paired tests): {rules['strict']}.",
+        f"- lenient: {rules['lenient']}.",
+        f"- unparsed: {rules['unparsed_rate']}.",
+        f"- +-: {rules['accuracy_std']}.",
+        "",
+        "## Format-valid rate (%, strict rule) / mean completion length (tokens)",
+        "",
+        *_format_table(report.results, datasets),
+    ]
+    headline = headline_entries(report.paired, report.headline)
+    if headline:
+        rl, sft = report.headline
+        lines += [
+            "",
+            f"## Headline: RLVR minus SFT ({rl} - {sft}, strict rule)",
+            "",
+            *_paired_table(headline),
+        ]
+    if report.paired:
+        lines += ["", "## Paired comparisons (strict rule)", "", f"{rules['paired']}.", ""]
+        lines += _paired_table(report.paired)
     return "\n".join(lines) + "\n"
 
 
 @dataclass
 class EvalReport:
-    """Everything `results.json` holds."""
+    """Everything `results.json` holds.
+
+    `results[model][dataset]` is `summarise`'s (or `random_guess`'s) dict; `paired` the
+    `paired_comparisons` entries; `headline` the (RL, SFT) labels of the headline difference, or
+    None without both; `scoring` says in words what each number means.
+    """
 
     models: list[dict[str, str]]
     datasets: list[dict[str, Any]]
     generation: dict[str, Any]
     results: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    paired: list[dict[str, Any]] = field(default_factory=list)
+    headline: tuple[str, str] | None = None
+    scoring: dict[str, str] = field(default_factory=lambda: scoring_rules(stop_at_answer_close=False))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -581,7 +871,11 @@ class MCQAEvalArguments:
         default=32, metadata={"help": "Generation budget in direct mode (only the first line is read)."}
     )
     stop_at_answer_close: bool = field(
-        default=True, metadata={"help": "In cot mode, stop generating after '</answer>'."}
+        default=False,
+        metadata={
+            "help": "In cot mode, stop generating after '</answer>': faster, but the strict rule then "
+            "cannot see text after the tags, which training penalises."
+        },
     )
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (with do_sample)."})

@@ -1,7 +1,9 @@
 """The accuracy figure: grouped bars per dataset, one bar per model, bootstrap error bars.
 
-Laid out like Med-RLVR's Figure 3 so a reproduction can be compared with the paper by eye. Uses the
-Agg backend, so it works on headless training nodes.
+Laid out like Med-RLVR's Figure 3 so a reproduction can be compared with the paper by eye; a side
+panel shows the headline paired difference (RLVR minus SFT, with its 95% interval) when there is
+one, since overlapping error bars of two bars say little about the pair. Uses the Agg backend, so it
+works on headless training nodes.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -21,11 +24,14 @@ def plot_accuracy_bars(
     model_order: Sequence[str] | None = None,
     title: str = "Accuracy (error bars: bootstrap std)",
     baseline_label: str = "random",
+    headline: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Draw `results[model][dataset] = {"accuracy": a, "accuracy_std": s}` (fractions) as percent bars.
 
     Models are bars within each dataset group (in `model_order`, else insertion order); a missing
     (model, dataset) pair leaves a gap; `baseline_label` (the random-guess bar) is drawn in grey.
+    `headline`, paired entries (`model_a`, `model_b`, `dataset`, `diff`, `ci95`, `mcnemar_p`; one
+    per dataset), adds a panel with each difference in points; without them there is no panel.
     Returns the written path (format from its suffix).
     """
     import matplotlib
@@ -41,7 +47,14 @@ def plot_accuracy_bars(
     width = 0.8 / len(models)
     centers = np.arange(len(datasets))
 
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(datasets) * len(models)), 4.5))
+    width_bars = max(5.0, 0.8 * len(datasets) * len(models))
+    if headline:
+        fig, (ax, side) = plt.subplots(
+            1, 2, figsize=(width_bars + 3.0, 4.5), gridspec_kw={"width_ratios": [width_bars, 3.0]}
+        )
+        _draw_headline(side, headline)
+    else:
+        fig, ax = plt.subplots(figsize=(width_bars, 4.5))
     cmap = plt.get_cmap("tab10")
     for index, model in enumerate(models):
         means = [100 * results[model].get(d, {}).get("accuracy", np.nan) for d in datasets]
@@ -74,3 +87,31 @@ def plot_accuracy_bars(
     plt.close(fig)
     logger.info("wrote accuracy figure to %s", out)
     return out
+
+
+def _draw_headline(ax: Any, entries: Sequence[Mapping[str, Any]]) -> None:
+    """Each dataset's difference (points) with its 95% paired-bootstrap interval and McNemar p."""
+    import numpy as np
+
+    diffs = np.array([100 * e["diff"] for e in entries])
+    lows = np.array([100 * e["ci95"][0] for e in entries])
+    highs = np.array([100 * e["ci95"][1] for e in entries])
+    positions = np.arange(len(entries))
+    ax.errorbar(positions, diffs, yerr=[diffs - lows, highs - diffs], fmt="o", color="black", capsize=4)
+    ax.axhline(0.0, color="0.6", linewidth=0.8, linestyle="--")
+    for x, entry, high in zip(positions, entries, highs, strict=True):
+        ax.annotate(
+            f"{100 * entry['diff']:+.1f}\np={entry['mcnemar_p']:.2g}",
+            (x, high),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            xytext=(0, 3),
+            textcoords="offset points",
+        )
+    ax.set_xticks(positions, [e["dataset"] for e in entries])
+    ax.set_xlim(-0.6, len(entries) - 0.4)
+    ax.margins(y=0.25)
+    first = entries[0]
+    ax.set_ylabel(f"{first['model_a']} - {first['model_b']} (points)")
+    ax.set_title("RLVR - SFT, 95% paired CI", fontsize=9)

@@ -4,10 +4,12 @@
         --models "sft=runs/sft,ppo=runs/ppo:cot,base-cot=Qwen/Qwen2.5-3B:cot,base-dir=Qwen/Qwen2.5-3B:direct"
     python recipes/eval_mcqa.py --config recipes/configs/tiny/eval.yaml          # offline, CPU
 
-Questions are split across processes; the main process scores them and writes, into output_dir:
-`predictions/<model>__<dataset>.jsonl`, `results.json`, `results.md` and `accuracy.png` (grouped
-bars with bootstrap error bars and a random-guess bar, like Med-RLVR's Figure 3). Models, tokenizers
-and data are all checked before the first model loads.
+Questions are split across processes; the main process scores them (strict and lenient rules,
+`medrlvr_trl.evaluation`) and writes, into output_dir: `predictions/<model>__<dataset>.jsonl`,
+`results.json` (accuracy under both rules, unparsed rate, paired comparisons of every two models),
+`results.md` and `accuracy.png` (strict-rule bars with bootstrap error bars and a random-guess bar,
+like Med-RLVR's Figure 3, plus the RLVR-minus-SFT difference when both were evaluated). Models,
+tokenizers and data are all checked before the first model loads.
 """
 
 from __future__ import annotations
@@ -37,16 +39,21 @@ from medrlvr_trl.evaluation import (  # noqa: E402
     MCQAEvalArguments,
     MissingModelError,
     ModelSpec,
+    chart_title,
     generate_hf,
     generate_sharded,
     generate_vllm,
+    headline_entries,
+    headline_pair,
     load_accuracy_metric,
+    paired_comparisons,
     parse_dataset_specs,
     parse_model_specs,
     prediction_records,
     random_guess,
     resolve_model,
     results_markdown,
+    scoring_rules,
     summarise,
     vllm_available,
     write_jsonl,
@@ -88,11 +95,17 @@ def main(argv: Sequence[str] | None = None) -> Path:
         )
     for spec in plan.datasets:
         logger.info("dataset %s: %s, %d questions", spec.label, spec.source, len(plan.rows[spec.label]))
+    if cot_stopped_at_answer_close(args, plan):
+        logger.warning(
+            "stop_at_answer_close is on: cot generation stops at the first </answer>, so the strict rule "
+            "cannot see (and penalise) text after the tags as training does"
+        )
     if args.dry_run:
         return out
 
     metric = load_accuracy_metric() if state.is_main_process else None
     results: dict[str, dict[str, dict[str, float]]] = {}
+    outcomes: dict[str, dict[str, list[bool]]] = {}
     for spec in plan.models:
         generate = open_generator(spec, plan.tokenizers[spec.label], args, state)
         settings = args.generation_settings(spec.answer_mode, rank=state.process_index)
@@ -109,23 +122,31 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 write_jsonl(out / "predictions" / f"{spec.label}__{data.label}.jsonl", records)
                 summary = summarise(records, metric, n_resamples=args.n_resamples, seed=args.bootstrap_seed)
                 results.setdefault(spec.label, {})[data.label] = summary
+                outcomes.setdefault(spec.label, {})[data.label] = [r["correct"] for r in records]
                 logger.info(
-                    "%s on %s: accuracy %.1f%% +- %.1f (n=%d, format-valid %.1f%%)",
+                    "%s on %s: accuracy strict %.1f%% +- %.1f, lenient %.1f%%, unparsed %.1f%% "
+                    "(n=%d, format-valid %.1f%%)",
                     spec.label,
                     data.label,
-                    100 * summary["accuracy"],
+                    100 * summary["accuracy_strict"],
                     100 * summary["accuracy_std"],
+                    100 * summary["accuracy_lenient"],
+                    100 * summary["unparsed_rate"],
                     summary["n"],
                     100 * summary["format_valid_rate"],
                 )
         del generate
         release_memory()
     if state.is_main_process:
-        results[RANDOM_LABEL] = {
-            d.label: random_guess(plan.rows[d.label], n_resamples=args.n_resamples, seed=args.bootstrap_seed)
-            for d in plan.datasets
-        }
-        write_outputs(out, args, plan, results)
+        results[RANDOM_LABEL] = {d.label: random_guess(plan.rows[d.label]) for d in plan.datasets}
+        paired = paired_comparisons(
+            plan.models,
+            outcomes,
+            [d.label for d in plan.datasets],
+            n_resamples=args.n_resamples,
+            seed=args.bootstrap_seed,
+        )
+        write_outputs(out, args, plan, results, paired)
     state.wait_for_everyone()
     return out
 
@@ -167,6 +188,11 @@ def make_plan(args: MCQAEvalArguments) -> Plan:
     return Plan(models=models, datasets=datasets, rows=rows, tokenizers=tokenizers)
 
 
+def cot_stopped_at_answer_close(args: MCQAEvalArguments, plan: Plan) -> bool:
+    """Whether some cot completion was cut at `</answer>`, hiding from the strict rule what follows."""
+    return args.stop_at_answer_close and any(spec.answer_mode == "cot" for spec in plan.models)
+
+
 def open_generator(
     spec: ModelSpec, tokenizer: Any, args: MCQAEvalArguments, state: PartialState
 ) -> Generator:
@@ -205,7 +231,11 @@ def release_memory() -> None:
 
 
 def write_outputs(
-    out: Path, args: MCQAEvalArguments, plan: Plan, results: dict[str, dict[str, dict[str, float]]]
+    out: Path,
+    args: MCQAEvalArguments,
+    plan: Plan,
+    results: dict[str, dict[str, dict[str, float]]],
+    paired: list[dict[str, Any]],
 ) -> None:
     dataset_labels = [d.label for d in plan.datasets]
     report = EvalReport(
@@ -213,17 +243,22 @@ def write_outputs(
         datasets=[{**asdict(d), "n": len(plan.rows[d.label])} for d in plan.datasets],
         generation={k: v for k, v in asdict(args).items() if k not in ("models", "datasets")},
         results=results,
+        paired=paired,
+        headline=headline_pair(plan.models),
+        scoring=scoring_rules(stop_at_answer_close=cot_stopped_at_answer_close(args, plan)),
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(report.to_json(), encoding="utf-8")
-    (out / "results.md").write_text(results_markdown(results, dataset_labels), encoding="utf-8")
+    (out / "results.md").write_text(results_markdown(report), encoding="utf-8")
     model_order = [RANDOM_LABEL] + [m.label for m in plan.models]
     plot_accuracy_bars(
         results,
         out / "accuracy.png",
         dataset_order=dataset_labels,
         model_order=model_order,
+        title=chart_title(stop_at_answer_close=cot_stopped_at_answer_close(args, plan)),
         baseline_label=RANDOM_LABEL,
+        headline=headline_entries(paired, report.headline),
     )
     logger.info("results:\n%s", json.dumps(results, indent=1))
     logger.info("wrote %s, %s and %s", out / "results.json", out / "results.md", out / "accuracy.png")

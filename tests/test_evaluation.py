@@ -15,11 +15,20 @@ import torch
 from medrlvr_trl import evaluation
 from medrlvr_trl.evaluation import (
     Completion,
+    EvalReport,
     GenerationSettings,
+    MCQAEvalArguments,
     MissingModelError,
+    ModelSpec,
     direct_letter,
+    fallback_letter,
     generate_hf,
+    headline_entries,
+    headline_pair,
+    lenient_letter,
     load_accuracy_metric,
+    model_role,
+    paired_comparisons,
     parse_dataset_specs,
     parse_model_specs,
     prediction_records,
@@ -27,6 +36,7 @@ from medrlvr_trl.evaluation import (
     resolve_model,
     results_markdown,
     score_completion,
+    scoring_rules,
     summarise,
 )
 from medrlvr_trl.plots import plot_accuracy_bars
@@ -110,6 +120,23 @@ def test_run_info_of_a_trained_model_sets_its_answer_mode_and_template(tmp_path,
     assert resolve_model("sft", str(folder), "cot", None).prompt_template == "r1"  # the entry wins on mode
     plain = resolve_model("base", str(tiny_model_dir), "direct", None)
     assert (plain.answer_mode, plain.prompt_template) == ("direct", "direct")
+
+
+@pytest.mark.parametrize(
+    ("label", "info", "role"),
+    [
+        ("sft", None, "sft"),
+        ("ppo", None, "rl"),
+        ("grpo-3b", None, "rl"),
+        ("base-cot", None, "base"),
+        ("my-model", {"kind": "rloo"}, "rl"),
+        ("candidate", {"kind": "sft", "answer_mode": "direct"}, "sft"),
+        ("ppo", {"answer_mode": "cot"}, "rl"),  # no kind recorded: the label decides
+        ("dropout", None, "base"),  # "ppo" inside a word is not the word ppo
+    ],
+)
+def test_model_role_comes_from_run_info_kind_else_from_the_label_s_words(label, info, role):
+    assert model_role(label, info) == role
 
 
 def test_a_missing_model_folder_is_reported_by_name(tmp_path):
@@ -198,6 +225,38 @@ def test_score_completion_passes_the_option_texts_in_both_modes():
         score_completion(" C", "C", 5, "direct", options=MICROBE_OPTIONS)
 
 
+@pytest.mark.parametrize(
+    ("completion", "mode", "strict", "lenient", "source"),
+    [
+        ("<think>r</think><answer>B</answer>", "cot", "B", "B", "verifier"),
+        # Text after the tags: training gives -1, so strict has no letter; lenient ignores it.
+        ("<think>r</think><answer>B</answer>\nUser: and the next question?", "cot", None, "B", "verifier"),
+        ("<think>r</think><answer>B</answer> <answer>C</answer>", "cot", None, "B", "verifier"),
+        ("I think it is renal. The answer is (B).", "cot", None, "B", "answer is"),
+        ("Reasoning first.\nAnswer: C\nmore text", "cot", None, "C", "answer:"),
+        ("Answer: Because of the kidney", "cot", None, None, None),  # no letter word after "Answer:"
+        ("the answer is Bacteroides", "cot", None, None, None),
+        ("Between A and C, I pick C", "cot", None, "C", "last letter"),
+        ("<think>A or C</think>answer follows<answer>C</answer>", "cot", None, "C", "last letter"),
+        ("The answer is (E).", "cot", None, None, None),  # E is not one of the four letters
+        ("<think>no idea</think>", "cot", None, None, None),
+        (" B", "direct", "B", "B", "verifier"),
+        (" I would say the answer is (C)", "direct", None, "C", "answer is"),
+        (" I am not sure", "direct", None, None, None),  # "I" is not one of the four letters
+    ],
+)
+def test_strict_and_lenient_rules_on_crafted_completions(completion, mode, strict, lenient, source):
+    verdict = score_completion(completion, "B", 4, mode)
+    assert verdict.letter == strict
+    assert lenient_letter(completion, 4, mode) == (lenient, source)
+
+
+def test_fallback_letters_are_limited_to_the_question_s_options():
+    assert fallback_letter("so the answer is (E)", 5) == ("E", "answer is")
+    assert fallback_letter("so the answer is (E)", 4) == (None, None)
+    assert fallback_letter("A I think", 10) == ("I", "last letter")  # MMLU-Pro's last-letter rule, as is
+
+
 def test_fixed_completions_score_to_the_hand_counted_accuracy():
     # (completion, gold, options, mode): hand-checked verdicts in the comments.
     cases = [
@@ -213,11 +272,21 @@ def test_fixed_completions_score_to_the_hand_counted_accuracy():
     verdicts = [score_completion(c, gold, n, mode) for c, gold, n, mode in cases]
     assert [v.correct for v in verdicts] == [True, False, False, True, True, False, False, True]
     records = [
-        {"letter": v.letter, "answer": gold, "format_ok": v.format_ok, "completion_tokens": 3}
-        for v, (_, gold, _, _) in zip(verdicts, cases, strict=True)
+        {
+            "letter": v.letter,
+            "answer": gold,
+            "format_ok": v.format_ok,
+            "completion_tokens": 3,
+            "letter_lenient": lenient_letter(c, n, mode)[0],
+        }
+        for v, (c, gold, n, mode) in zip(verdicts, cases, strict=True)
     ]
     summary = summarise(records, load_accuracy_metric())
-    assert summary["accuracy"] == pytest.approx(4 / 8)
+    assert summary["accuracy"] == summary["accuracy_strict"] == pytest.approx(4 / 8)
+    # Lenient also reads the untagged "B" (the last standalone letter); " I am not sure" stays unparsed.
+    assert summary["accuracy_lenient"] == pytest.approx(5 / 8)
+    assert summary["unparsed_rate"] == pytest.approx(1 / 8)
+    assert summary["accuracy_lenient_std"] > 0
     assert summary["format_valid_rate"] == pytest.approx(6 / 8)
     assert summary["n"] == 8
 
@@ -233,7 +302,13 @@ def test_random_guess_is_the_mean_chance_over_each_questions_option_count():
     rows = {"options": [["a"] * 4, ["a"] * 5, ["a"] * 10]}
     summary = random_guess(rows)
     assert summary["accuracy"] == pytest.approx((1 / 4 + 1 / 5 + 1 / 10) / 3)
-    assert summary["n"] == 3
+    assert summary["accuracy_std"] == pytest.approx(np.sqrt(0.25 * 0.75 + 0.2 * 0.8 + 0.1 * 0.9) / 3)
+    assert summary["accuracy_lenient"] == summary["accuracy_strict"] == summary["accuracy"]
+    assert (summary["unparsed_rate"], summary["n"]) == (0.0, 3)
+
+
+def test_random_guess_on_four_option_questions_has_a_real_error_bar():
+    assert random_guess({"options": [["a"] * 4] * 100})["accuracy_std"] == pytest.approx(0.0433, abs=5e-5)
 
 
 def test_prediction_records_keep_every_question_with_its_verdict():
@@ -247,6 +322,23 @@ def test_prediction_records_keep_every_question_with_its_verdict():
         ("q1", "A", True, 1),
         ("q2", None, False, 4),
     ]
+    assert [(r["letter_lenient"], r["correct_lenient"], r["lenient_source"]) for r in records] == [
+        ("A", True, "verifier"),
+        (None, False, None),
+    ]
+
+
+def test_prediction_records_carry_both_rules_for_a_completion_that_runs_past_the_tags():
+    rows = [{"id": "q1", "answer": "B", "options": ["w", "x", "y", "z"]}]
+    completion = Completion("<think>r</think><answer>B</answer>\nUser: next", 9)
+    (record,) = prediction_records(rows, ["p"], [completion], "cot")
+    assert (record["letter"], record["format_ok"], record["correct"], record["reward"]) == (
+        None,
+        False,
+        False,
+        -1.0,
+    )
+    assert (record["letter_lenient"], record["correct_lenient"]) == ("B", True)
 
 
 def test_prediction_records_read_letters_against_the_row_s_option_texts():
@@ -322,24 +414,112 @@ def test_accuracy_figure_is_written_as_a_png(tmp_path):
     assert path.stat().st_size > 5_000
 
 
-def test_results_table_shows_percent_with_error_bars_and_gaps():
-    results = {
-        "sft": {
-            "medqa": {
-                "accuracy": 0.5,
-                "accuracy_std": 0.014,
-                "format_valid_rate": 1.0,
-                "mean_completion_tokens": 1.0,
-            }
-        },
-        "random": {
-            "medqa": {"accuracy": 0.142, "accuracy_std": 0.01},
-            "mmlu": {"accuracy": 0.09, "accuracy_std": 0.01},
-        },
+def test_accuracy_figure_adds_a_headline_panel_only_when_given_one(tmp_path):
+    import matplotlib.image
+
+    results = {"sft": {"medqa": {"accuracy": 0.5, "accuracy_std": 0.01}}, "ppo": {"medqa": {"accuracy": 0.6}}}
+    headline = [
+        {
+            "model_a": "ppo",
+            "model_b": "sft",
+            "dataset": "medqa",
+            "diff": 0.1,
+            "ci95": [0.02, 0.18],
+            "mcnemar_p": 0.01,
+        }
+    ]
+    plain = plot_accuracy_bars(results, tmp_path / "plain.png")
+    with_panel = plot_accuracy_bars(results, tmp_path / "panel.png", headline=headline)
+    assert matplotlib.image.imread(with_panel).shape[1] > matplotlib.image.imread(plain).shape[1]
+
+
+def _model_entry(accuracy: float, lenient: float, unparsed: float) -> dict[str, float]:
+    return {
+        "accuracy": accuracy,
+        "accuracy_std": 0.014,
+        "accuracy_strict": accuracy,
+        "accuracy_lenient": lenient,
+        "accuracy_lenient_std": 0.012,
+        "unparsed_rate": unparsed,
+        "format_valid_rate": 1.0,
+        "mean_completion_tokens": 1.0,
     }
-    table = results_markdown(results, ["medqa", "mmlu"])
-    assert "| sft | 50.0 +- 1.4 | - |" in table
-    assert "| random | 14.2 +- 1.0 | 9.0 +- 1.0 |" in table
+
+
+def test_results_table_names_each_column_s_rule_with_error_bars_gaps_and_paired_tests():
+    models = [
+        ModelSpec("sft", "runs/sft", "direct", "direct", role="sft"),
+        ModelSpec("ppo", "runs/ppo", "cot", "r1", role="rl"),
+    ]
+    outcomes = {"sft": {"medqa": [True, False, False, True]}, "ppo": {"medqa": [True, True, True, False]}}
+    paired = paired_comparisons(models, outcomes, ["medqa", "mmlu"])
+    report = EvalReport(
+        models=[],
+        datasets=[{"label": "medqa"}, {"label": "mmlu"}],
+        generation={},
+        results={
+            "sft": {"medqa": _model_entry(0.5, 0.55, 0.02)},
+            "ppo": {"medqa": _model_entry(0.75, 0.8, 0.0)},
+            "random": {
+                "medqa": random_guess({"options": [["a"] * 4] * 100}),
+                "mmlu": random_guess({"options": [["a"] * 10] * 100}),
+            },
+        },
+        paired=paired,
+        headline=headline_pair(models),
+        scoring=scoring_rules(stop_at_answer_close=False),
+    )
+    table = results_markdown(report)
+    assert (
+        "| model | medqa strict | medqa lenient | medqa unparsed | mmlu strict | mmlu lenient | mmlu unparsed |"
+        in table
+    )
+    assert "| sft | 50.0 +- 1.4 | 55.0 +- 1.2 | 2.0 | - | - | - |" in table
+    assert "| random | 25.0 +- 4.3 | 25.0 +- 4.3 | 0.0 | 10.0 +- 3.0 | 10.0 +- 3.0 | 0.0 |" in table
+    assert "- strict (`accuracy`" in table and "generated to EOS" in table
+    assert "## Headline: RLVR minus SFT (ppo - sft, strict rule)" in table
+    # ppo - sft = +25 points; discordant: only ppo right on 2 questions, only sft right on 1 -> p = 1.
+    assert "| medqa | ppo | sft | +25.0 |" in table and "| 1 | 2 | 1 |" in table
+    assert "mmlu | ppo" not in table  # no pair where neither model was scored
+    stopped = EvalReport([], [{"label": "medqa"}], {}, {}, scoring=scoring_rules(stop_at_answer_close=True))
+    assert "stop_at_answer_close was on" in results_markdown(stopped)
+
+
+def test_paired_comparisons_read_later_stage_minus_earlier_for_every_pair():
+    models = [
+        ModelSpec("sft", "s", "direct", "direct", role="sft"),
+        ModelSpec("ppo", "p", "cot", "r1", role="rl"),
+        ModelSpec("base-direct", "b", "direct", "direct"),
+        ModelSpec("base-cot", "b", "cot", "r1"),
+    ]
+    correct = {
+        "sft": [1, 0, 1, 0],
+        "ppo": [1, 1, 1, 0],
+        "base-direct": [0, 0, 1, 0],
+        "base-cot": [0, 0, 0, 0],
+    }
+    outcomes = {label: {"medqa": [bool(x) for x in values]} for label, values in correct.items()}
+    paired = paired_comparisons(models, outcomes, ["medqa"], n_resamples=200, seed=3)
+    assert [(e["model_a"], e["model_b"]) for e in paired] == [
+        ("ppo", "sft"),
+        ("sft", "base-direct"),
+        ("sft", "base-cot"),
+        ("ppo", "base-direct"),
+        ("ppo", "base-cot"),
+        ("base-direct", "base-cot"),
+    ]
+    first = paired[0]
+    assert first["diff"] == pytest.approx(0.25) and first["ci95"][0] <= 0.25 <= first["ci95"][1]
+    assert (first["only_a_correct"], first["only_b_correct"], first["mcnemar_p"]) == (1, 0, 1.0)
+    assert headline_entries(paired, headline_pair(models)) == [first]
+    assert headline_pair(models[2:]) is None and headline_entries(paired, None) == []
+
+
+def test_cot_generation_runs_to_eos_unless_told_to_stop_at_the_answer_tag():
+    assert MCQAEvalArguments(models=["m=x"]).generation_settings("cot").stop_strings == ()
+    stopped = MCQAEvalArguments(models=["m=x"], stop_at_answer_close=True)
+    assert stopped.generation_settings("cot").stop_strings == ("</answer>",)
+    assert stopped.generation_settings("direct").stop_strings == ()
 
 
 # --- the recipe ----------------------------------------------------------------------------------
@@ -355,21 +535,61 @@ def eval_data(tmp_path):
 def test_eval_recipe_writes_results_predictions_and_figure(tmp_path, tiny_model_dir, eval_data):
     sft = shutil.copytree(tiny_model_dir, tmp_path / "sft")
     (sft / "run_info.json").write_text(json.dumps({"answer_mode": "direct", "eval_prompt_template": "r1"}))
+    rl = shutil.copytree(tiny_model_dir, tmp_path / "rl")
+    (rl / "run_info.json").write_text(
+        json.dumps({"kind": "grpo", "answer_mode": "cot", "prompt_template": "r1"})
+    )
     out = tmp_path / "eval"
-    argv = ["--models", f"sft={sft},base-cot={tiny_model_dir}:cot", "--datasets", *eval_data]
+    models = f"sft={sft},policy={rl},base-cot={tiny_model_dir}:cot"
+    argv = ["--models", models, "--datasets", *eval_data]
     argv += ["--output_dir", str(out), "--max_new_tokens", "6", "--direct_max_new_tokens", "3"]
     load_recipe("eval_mcqa").main(argv)
 
     report = json.loads((out / "results.json").read_text())
-    assert {m["label"]: m["answer_mode"] for m in report["models"]} == {"sft": "direct", "base-cot": "cot"}
+    modes = {m["label"]: (m["answer_mode"], m["role"]) for m in report["models"]}
+    assert modes == {"sft": ("direct", "sft"), "policy": ("cot", "rl"), "base-cot": ("cot", "base")}
     assert report["results"]["sft"]["mmlu_health"]["n"] == 3  # the "law" row is filtered out
-    assert report["results"]["random"]["mmlu_health"]["accuracy"] == pytest.approx(0.1)
-    for label in ("sft", "base-cot"):
+    random = report["results"]["random"]["mmlu_health"]
+    assert random["accuracy"] == pytest.approx(0.1)
+    assert random["accuracy_std"] == pytest.approx(np.sqrt(3 * 0.1 * 0.9) / 3)
+    keys = {"accuracy", "accuracy_std", "accuracy_strict", "accuracy_lenient", "unparsed_rate", "n"}
+    for label in ("sft", "policy", "base-cot"):
         for dataset, n in (("medqa", 5), ("mmlu_health", 3)):
-            lines = (out / "predictions" / f"{label}__{dataset}.jsonl").read_text().splitlines()
-            assert len(lines) == n
+            entry = report["results"][label][dataset]
+            assert keys <= set(entry) and entry["accuracy"] == entry["accuracy_strict"]
+            records = [
+                json.loads(line) for line in (out / "predictions" / f"{label}__{dataset}.jsonl").open()
+            ]
+            assert len(records) == n
+            assert {"letter", "correct", "letter_lenient", "correct_lenient", "lenient_source"} <= set(
+                records[0]
+            )
+            assert entry["accuracy_lenient"] == pytest.approx(
+                np.mean([r["correct_lenient"] for r in records])
+            )
+            assert entry["unparsed_rate"] == pytest.approx(
+                np.mean([r["letter_lenient"] is None for r in records])
+            )
+    # Three models: three pairs per dataset, later stage first; the headline is RL minus SFT.
+    pairs = [(e["dataset"], e["model_a"], e["model_b"]) for e in report["paired"]]
+    assert pairs == [
+        (d, a, b)
+        for d in ("medqa", "mmlu_health")
+        for a, b in (("policy", "sft"), ("sft", "base-cot"), ("policy", "base-cot"))
+    ]
+    for entry in report["paired"]:
+        assert {"diff", "ci95", "mcnemar_p"} <= set(entry) and 0.0 <= entry["mcnemar_p"] <= 1.0
+        assert entry["ci95"][0] <= entry["diff"] <= entry["ci95"][1]
+    assert report["headline"] == ["policy", "sft"]
+    assert report["scoring"]["accuracy_rule"] == "strict"
+    assert report["generation"]["stop_at_answer_close"] is False
     assert (out / "accuracy.png").stat().st_size > 0
-    assert "| base-cot |" in (out / "results.md").read_text()
+    table = (out / "results.md").read_text()
+    assert (
+        "| base-cot |" in table
+        and "medqa lenient" in table
+        and "## Headline: RLVR minus SFT (policy - sft" in table
+    )
 
 
 @pytest.fixture()
@@ -437,7 +657,10 @@ def test_unimportable_vllm_falls_back_to_transformers_with_a_warning(monkeypatch
 
 
 def test_summary_mean_length_counts_generated_tokens():
-    records = [{"letter": "A", "answer": "A", "format_ok": True, "completion_tokens": n} for n in (2, 4, 9)]
+    records = [
+        {"letter": "A", "letter_lenient": "A", "answer": "A", "format_ok": True, "completion_tokens": n}
+        for n in (2, 4, 9)
+    ]
     assert summarise(records, load_accuracy_metric())["mean_completion_tokens"] == pytest.approx(
         np.mean([2, 4, 9])
     )
