@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[deepspeed,dev]"
 	touch $@
 
+# PYTEST_ARGS adds pytest options, e.g. make test PYTEST_ARGS="--durations=0" for every test's time.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
