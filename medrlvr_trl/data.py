@@ -16,7 +16,8 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -239,19 +240,61 @@ def _filter_category(rows: list[tuple[int, Any]], category: str, origin: str) ->
 
 # --- train/test contamination --------------------------------------------------------------------
 
+NGRAM_WORDS = 8
+"""Near-duplicates are judged on word 8-grams of the normalised question; a question of fewer words
+has none, so it can only match exactly."""
+NEAR_DUPLICATE_THRESHOLD = 0.5
+"""A question is a near-duplicate when at least this share of its distinct word 8-grams occurs in
+the other set's questions: a copy with a changed age, dose or last sentence keeps most of them."""
+MATCH_KINDS = ("exact", "near")
+
+
+@dataclass(frozen=True)
+class OverlapMatch:
+    """One question of `b` found in `a`: `exact` (same normalised text) or `near` (shared 8-grams)."""
+
+    id: str
+    match_id: str
+    kind: str
+    ngram_overlap: float
+
 
 @dataclass(frozen=True)
 class OverlapReport:
     """How many questions of `b` (usually a test set) also appear in `a` (usually the training set).
 
-    `examples` holds up to a few `(id in b, id in a)` pairs to inspect by hand.
+    `exact` and `near` are disjoint: a near-duplicate is not also an exact copy. `examples` holds the
+    first few matches, in `b`'s order, to inspect by hand.
     """
 
     size_a: int
     size_b: int
-    overlapping: int
-    fraction_of_b: float
-    examples: tuple[tuple[str, str], ...]
+    exact: int
+    near: int
+    threshold: float
+    ngram: int
+    examples: tuple[OverlapMatch, ...]
+
+    @property
+    def overlapping(self) -> int:
+        return self.exact + self.near
+
+    @property
+    def fraction_of_b(self) -> float:
+        return self.overlapping / self.size_b if self.size_b else 0.0
+
+    def as_record(self) -> dict[str, Any]:
+        """For results.json."""
+        return {
+            "n": self.size_b,
+            "train_n": self.size_a,
+            "exact": self.exact,
+            "near": self.near,
+            "fraction": self.fraction_of_b,
+            "threshold": self.threshold,
+            "ngram": self.ngram,
+            "examples": [asdict(match) for match in self.examples],
+        }
 
 
 def normalise_question(text: str) -> str:
@@ -259,29 +302,139 @@ def normalise_question(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]|_", " ", text.casefold()).split())
 
 
-def question_overlap(a: datasets.Dataset, b: datasets.Dataset, *, max_examples: int = 5) -> OverlapReport:
-    """Count rows of `b` whose normalised question text also occurs in `a`, and log a summary."""
-    first_id_in_a: dict[str, str] = {}
-    for row_id, question in zip(a["id"], a["question"], strict=True):
-        first_id_in_a.setdefault(normalise_question(question), row_id)
-    overlapping, examples = 0, []
-    for row_id, question in zip(b["id"], b["question"], strict=True):
-        match = first_id_in_a.get(normalise_question(question))
-        if match is not None:
-            overlapping += 1
-            if len(examples) < max_examples:
-                examples.append((row_id, match))
-    report = OverlapReport(
-        len(a), len(b), overlapping, overlapping / len(b) if len(b) else 0.0, tuple(examples)
-    )
-    if overlapping:
-        logger.warning(
-            "question overlap: %d of %d rows of b (%.1f%%) also appear in a; e.g. (b id, a id) %s",
-            overlapping,
-            len(b),
-            100 * report.fraction_of_b,
-            list(examples),
+def word_ngrams(text: str, n: int = NGRAM_WORDS) -> set[int]:
+    """Hashes of the distinct word n-grams of the normalised text; empty below n words.
+
+    Hashes, not the word tuples, are kept so a 10,000-question index stays small; they are only
+    compared within one process.
+    """
+    words = normalise_question(text).split()
+    return {hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)}
+
+
+@dataclass(frozen=True)
+class QuestionIndex:
+    """One set's questions indexed by normalised text and by word n-gram, so each question of another
+    set is looked up in constant time instead of being compared with every question."""
+
+    ids: tuple[str, ...]
+    questions: tuple[str, ...]
+    first_of_text: dict[str, int]
+    first_of_ngram: dict[int, int]
+    ngram: int = NGRAM_WORDS
+
+    @classmethod
+    def build(
+        cls, ids: Sequence[str], questions: Sequence[str], *, ngram: int = NGRAM_WORDS
+    ) -> QuestionIndex:
+        """Index rows in order; a text or n-gram shared by several rows points at the first of them."""
+        first_of_text: dict[str, int] = {}
+        first_of_ngram: dict[int, int] = {}
+        for row, question in enumerate(questions):
+            first_of_text.setdefault(normalise_question(question), row)
+            for gram in word_ngrams(question, ngram):
+                first_of_ngram.setdefault(gram, row)
+        return cls(tuple(ids), tuple(questions), first_of_text, first_of_ngram, ngram)
+
+    @classmethod
+    def of(cls, dataset: datasets.Dataset) -> QuestionIndex:
+        return cls.build(dataset["id"], dataset["question"])
+
+    def match(self, question: str, threshold: float) -> tuple[str, str, float] | None:
+        """(kind, id of the matching row, share of the question's n-grams found in any row), or None."""
+        row = self.first_of_text.get(normalise_question(question))
+        if row is not None:
+            return "exact", self.ids[row], 1.0
+        grams = word_ngrams(question, self.ngram)
+        shared = [g for g in grams if g in self.first_of_ngram]
+        if not grams or len(shared) / len(grams) < threshold:
+            return None
+        closest = self._closest(grams, {self.first_of_ngram[g] for g in shared})
+        return "near", self.ids[closest], len(shared) / len(grams)
+
+    def _closest(self, grams: set[int], candidates: set[int]) -> int:
+        """The candidate row sharing the most of `grams`, the earliest on a tie (a reproducible example).
+
+        Candidates are the rows first holding one of the shared n-grams, so only a few are re-read.
+        """
+        return min(
+            candidates, key=lambda row: (-len(grams & word_ngrams(self.questions[row], self.ngram)), row)
         )
-    else:
-        logger.info("question overlap: none of %d rows of b appear in a (%d rows)", len(b), len(a))
+
+
+def question_overlap(
+    a: datasets.Dataset | QuestionIndex,
+    b: datasets.Dataset,
+    *,
+    threshold: float = NEAR_DUPLICATE_THRESHOLD,
+    max_examples: int = 5,
+    names: tuple[str, str] = ("a", "b"),
+) -> OverlapReport:
+    """Count rows of `b` whose question also occurs in `a`, exactly or as a near-duplicate, and log it.
+
+    Exact: equal after `normalise_question`. Near: not exact, and at least `threshold` of the
+    question's distinct word 8-grams occur in `a`'s questions (any of them); a question shorter than
+    8 words counts only when exact. Pass a `QuestionIndex` to reuse one index of `a` for several `b`.
+    """
+    index = a if isinstance(a, QuestionIndex) else QuestionIndex.of(a)
+    counts = dict.fromkeys(MATCH_KINDS, 0)
+    examples: list[OverlapMatch] = []
+    for row_id, question in zip(b["id"], b["question"], strict=True):
+        found = index.match(question, threshold)
+        if found is None:
+            continue
+        kind, match_id, share = found
+        counts[kind] += 1
+        if len(examples) < max_examples:
+            examples.append(OverlapMatch(row_id, match_id, kind, share))
+    report = OverlapReport(
+        size_a=len(index.ids),
+        size_b=len(b),
+        exact=counts["exact"],
+        near=counts["near"],
+        threshold=threshold,
+        ngram=index.ngram,
+        examples=tuple(examples),
+    )
+    _log_overlap(report, names)
     return report
+
+
+def _log_overlap(report: OverlapReport, names: tuple[str, str]) -> None:
+    name_a, name_b = names
+    if not report.overlapping:
+        logger.info(
+            "question overlap: none of %d rows of %s appear in %s (%d rows)",
+            report.size_b,
+            name_b,
+            name_a,
+            report.size_a,
+        )
+        return
+    logger.warning(
+        "question overlap: %d of %d rows of %s (%.1f%%) also appear in %s: %d exact, %d near "
+        "(>= %.0f%% of word %d-grams shared); e.g. (%s id, %s id) %s",
+        report.overlapping,
+        report.size_b,
+        name_b,
+        100 * report.fraction_of_b,
+        name_a,
+        report.exact,
+        report.near,
+        100 * report.threshold,
+        report.ngram,
+        name_b,
+        name_a,
+        [(m.id, m.match_id) for m in report.examples],
+    )
+
+
+def unique_question_indices(questions: Sequence[str]) -> list[int]:
+    """Row indices that keep the first of each group of questions equal after `normalise_question`.
+
+    A set holding the same question twice weighs it twice; accuracy on these rows counts it once.
+    """
+    first: dict[str, int] = {}
+    for row, question in enumerate(questions):
+        first.setdefault(normalise_question(question), row)
+    return sorted(first.values())

@@ -16,10 +16,13 @@ from medrlvr_trl import data
 from medrlvr_trl.data import (
     DataSourceError,
     MissingDataFileError,
+    OverlapMatch,
     OverlapReport,
+    QuestionIndex,
     load_mcqa,
     question_overlap,
     read_mcqa,
+    unique_question_indices,
 )
 
 COLUMNS = ["id", "question", "options", "answer", "answer_index", "source"]
@@ -442,8 +445,15 @@ def test_question_overlap_ignores_case_whitespace_and_punctuation(caplog):
         report = question_overlap(train, test)
 
     assert report == OverlapReport(
-        size_a=3, size_b=4, overlapping=2, fraction_of_b=0.5, examples=(("e1", "t1"), ("e3", "t2"))
+        size_a=3,
+        size_b=4,
+        exact=2,
+        near=0,
+        threshold=0.5,
+        ngram=8,
+        examples=(OverlapMatch("e1", "t1", "exact", 1.0), OverlapMatch("e3", "t2", "exact", 1.0)),
     )
+    assert (report.overlapping, report.fraction_of_b) == (2, 0.5)
     assert "2 of 4 rows" in caplog.text
 
 
@@ -453,3 +463,75 @@ def test_question_overlap_of_disjoint_sets_is_zero_and_does_not_warn(caplog):
 
     assert (report.overlapping, report.fraction_of_b, report.examples) == (0, 0.0, ())
     assert caplog.text == ""
+
+
+VIGNETTE = "A 45 year old man presents with fever and cough for three days after travel abroad"  # 16 words
+
+
+def _with_word(text: str, position: int, word: str) -> str:
+    words = text.split()
+    words[position] = word
+    return " ".join(words)
+
+
+def test_a_question_sharing_most_word_8_grams_is_a_near_duplicate_and_one_sharing_few_is_not():
+    train = _dataset(["t1", "t2"], ["Which vitamin deficiency causes scurvy?", VIGNETTE])
+    near = _with_word(VIGNETTE, 13, "visiting")  # 3 of its 9 8-grams hold word 14: 6 of 9 shared
+    far = _with_word(VIGNETTE, 7, "rash")  # 8 of 9 8-grams hold word 8: 1 of 9 shared
+    test = _dataset(["copy", "near", "far"], [VIGNETTE.upper() + "!", near, far])
+
+    report = question_overlap(train, test)
+
+    assert (report.exact, report.near, report.overlapping) == (1, 1, 2)
+    assert report.examples == (
+        OverlapMatch("copy", "t2", "exact", 1.0),
+        OverlapMatch("near", "t2", "near", pytest.approx(6 / 9)),
+    )
+    assert question_overlap(train, test, threshold=0.7).near == 0  # 6/9 is under a 0.7 threshold
+    assert question_overlap(train, test, threshold=1 / 9).near == 2  # the threshold is inclusive
+
+
+def test_questions_under_eight_words_only_count_as_exact_copies():
+    train = _dataset(["t1"], ["What is the first line drug for migraine?"])  # 8 words: one 8-gram
+    test = _dataset(
+        ["same", "one word changed", "short copy", "short changed"],
+        [
+            "What is the first-line drug for migraine",  # exact after normalising
+            "What is the first line drug for gout?",
+            "What is the first line drug",
+            "What is the second line drug",
+        ],
+    )
+    train_short = _dataset(["s1"], ["What is the first line drug"])
+
+    assert (question_overlap(train, test).exact, question_overlap(train, test).near) == (1, 0)
+    short = question_overlap(train_short, test)
+    assert (short.exact, short.near) == (1, 0)
+    assert [m.id for m in short.examples] == ["short copy"]
+
+
+def test_a_near_duplicate_names_the_training_question_sharing_most_8_grams():
+    other = _with_word(VIGNETTE, 15, "overseas")  # shares 8 of the vignette's 9 8-grams
+    train = _dataset(["t1", "t2"], [VIGNETTE, other])
+    test = _dataset(["e1"], [_with_word(other, 0, "The")])  # shares 8 with t2, 7 with t1
+    (match,) = question_overlap(train, test).examples
+    assert (match.match_id, match.kind) == ("t2", "near")
+
+
+def test_one_index_of_the_training_set_serves_several_test_sets_and_is_fast():
+    words = [f"w{i}" for i in range(3000)]
+    train_questions = [" ".join(words[(7 * i + k * 13) % 3000] for k in range(100)) for i in range(2000)]
+    index = QuestionIndex.build([f"t{i}" for i in range(2000)], train_questions)
+    tests = _dataset(
+        [f"e{i}" for i in range(500)], train_questions[:5] + [f"new question {i}" for i in range(495)]
+    )
+    started = time.perf_counter()
+    for _ in range(2):
+        report = question_overlap(index, tests)
+    assert (report.size_a, report.exact) == (2000, 5)
+    assert time.perf_counter() - started < 5
+
+
+def test_within_set_duplicates_keep_the_first_of_each_group():
+    questions = ["What causes fever?", "Other question", "what  causes FEVER", "Other question!", "Third"]
+    assert unique_question_indices(questions) == [0, 1, 4]
