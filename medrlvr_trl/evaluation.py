@@ -16,6 +16,12 @@ A completion with no letter under a rule is wrong under it ("unparsed" means: no
 lenient rule); it is never replaced by a random guess. Every question is scored; nothing is
 dropped. `accuracy`, the chart and the paired comparisons use the strict rule.
 
+Beside accuracy, three checks of what a number means: the letters each model answers next to the
+gold letters (a letter prior looks like knowledge), accuracy under cyclic shifts of the options
+with the share of questions answered with the same option text every time (`option_permutations`),
+and how many test questions occur in the training set or twice in their own set (`train_dataset`,
+`accuracy_dedup`).
+
 Generation (`generate_hf`, `generate_vllm`, `generate_sharded`) lives here too, so a reader sees the
 whole evaluation path in one module; the recipe `recipes/eval_mcqa.py` only wires these pieces
 together and writes the files.
@@ -34,9 +40,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medrlvr_trl.data import (
+    NEAR_DUPLICATE_THRESHOLD,
+    NGRAM_WORDS,
+    QuestionIndex,
+    question_overlap,
+)
 from medrlvr_trl.gguf_models import is_gguf_file
 from medrlvr_trl.progress import Progress
-from medrlvr_trl.prompts import LETTERS
+from medrlvr_trl.prompts import LETTERS, build_prompt
 from medrlvr_trl.rewards import (
     ANSWER_CLOSE,
     ANSWER_OPEN,
@@ -146,31 +158,43 @@ def parse_model_specs(items: Sequence[str] | str) -> list[tuple[str, str, str | 
     return parsed
 
 
+_DATASET_SYNTAX = (
+    "LABEL=SOURCE[@SPLIT][@category=NAME], e.g. mmlu_pro_health=TIGER-Lab/MMLU-Pro@test@category=health"
+)
+
+
+def _parse_dataset_entry(item: str, option: str, default_split: str) -> DatasetSpec:
+    label, value = _label_and_value(item, option, _DATASET_SYNTAX)
+    source, *extras = value.split("@")
+    split, category = default_split, None
+    for extra in extras:
+        if extra.startswith("category="):
+            category = extra.removeprefix("category=") or None
+        elif extra and "=" not in extra:
+            split = extra
+        else:
+            raise UserError(f"{option} entry {item!r}: cannot read {extra!r}; expected {_DATASET_SYNTAX}")
+    return DatasetSpec(label=label, source=source, split=split, category=category)
+
+
 def parse_dataset_specs(items: Sequence[str] | str) -> list[DatasetSpec]:
     """Parse `label=source[@split][@category=NAME]` entries (split defaults to `test`).
 
     `source` is anything `load_mcqa` reads (a Hub id, `repo:config`, a local file or folder).
     """
-    syntax = (
-        "LABEL=SOURCE[@SPLIT][@category=NAME], e.g. mmlu_pro_health=TIGER-Lab/MMLU-Pro@test@category=health"
-    )
-    specs = []
-    for item in _split_items(items):
-        label, value = _label_and_value(item, "--datasets", syntax)
-        source, *extras = value.split("@")
-        split, category = "test", None
-        for extra in extras:
-            if extra.startswith("category="):
-                category = extra.removeprefix("category=") or None
-            elif extra and "=" not in extra:
-                split = extra
-            else:
-                raise UserError(f"--datasets entry {item!r}: cannot read {extra!r}; expected {syntax}")
-        specs.append(DatasetSpec(label=label, source=source, split=split, category=category))
+    specs = [_parse_dataset_entry(item, "--datasets", "test") for item in _split_items(items)]
     if not specs:
-        raise UserError(f"--datasets: no datasets given; expected {syntax}")
+        raise UserError(f"--datasets: no datasets given; expected {_DATASET_SYNTAX}")
     _check_unique([s.label for s in specs], "--datasets")
     return specs
+
+
+def parse_train_dataset(item: str) -> DatasetSpec:
+    """Parse the `--train_dataset` entry: the `--datasets` syntax, with the split defaulting to `train`."""
+    items = _split_items(item)
+    if len(items) != 1:
+        raise UserError(f"--train_dataset: expected one entry, got {len(items)}; syntax {_DATASET_SYNTAX}")
+    return _parse_dataset_entry(items[0], "--train_dataset", "train")
 
 
 def read_run_info(model_path: str | Path) -> dict[str, Any] | None:
@@ -513,16 +537,109 @@ def generate_sharded(
     return [by_index[i] for i in indices]
 
 
+# --- option order --------------------------------------------------------------------------------
+
+
+def shift_options(options: Sequence[str], answer: str, shift: int) -> tuple[list[str], str]:
+    """Option i moves to position (i + shift) mod n; the gold letter follows its text.
+
+    Shift 0 is the order the dataset gives; a shift of n or more repeats a smaller one.
+    """
+    n = len(options)
+    cut = n - shift % n
+    gold = LETTERS[(LETTERS.index(answer) + shift) % n]
+    return [*options[cut:], *options[:cut]], gold
+
+
+def shift_row(row: Mapping[str, Any], shift: int) -> dict[str, Any]:
+    """A copy of a question with its options shifted and `answer` / `answer_index` following the gold text."""
+    options, gold = shift_options(list(row["options"]), row["answer"], shift)
+    return {**row, "options": options, "answer": gold, "answer_index": LETTERS.index(gold)}
+
+
+def permuted_rows(rows: Any, shifts: int) -> list[list[dict[str, Any]]]:
+    """The questions under shifts 0 .. shifts - 1 (shift 0: as given)."""
+    return [[shift_row(row, s) for row in rows] for s in range(shifts)]
+
+
+def predict_permutations(
+    rows: Any, spec: ModelSpec, shifts: int, generate: Callable[[Sequence[str]], list[Completion]]
+) -> list[list[dict[str, Any]]]:
+    """Prediction records per shift, `[shift][question]`, from one `generate` call over every shift.
+
+    One call keeps the batches full (and, with `generate_hf`, sorted by length) however many shifts.
+    """
+    shifted = permuted_rows(rows, shifts)
+    prompts = [
+        build_prompt(row["question"], row["options"], template=spec.prompt_template)
+        for questions in shifted
+        for row in questions
+    ]
+    completions = generate(prompts)
+    n = len(shifted[0])
+    return [
+        prediction_records(
+            questions,
+            prompts[s * n : (s + 1) * n],
+            completions[s * n : (s + 1) * n],
+            spec.answer_mode,
+            shift=s,
+        )
+        for s, questions in enumerate(shifted)
+    ]
+
+
+def chosen_option(record: Mapping[str, Any]) -> int | None:
+    """The index, in the unshifted options, of the option the strict letter names (None: no option)."""
+    letter = strict_letter(record)
+    n = record["num_options"]
+    if letter is None or letter not in LETTERS[:n]:
+        return None
+    return (LETTERS.index(letter) - record["shift"]) % n
+
+
+def consistency_rate(records_by_shift: Sequence[Sequence[Mapping[str, Any]]]) -> float:
+    """Share of questions whose strict answer names the same option text under every shift.
+
+    Option texts are unique within a question (`load_mcqa` checks), so the same text is the same
+    unshifted index. A question with no option named under some shift is inconsistent.
+    """
+    per_question = zip(*records_by_shift, strict=True)
+    consistent = [
+        None not in choices and len(set(choices)) == 1
+        for choices in ([chosen_option(r) for r in records] for records in per_question)
+    ]
+    return sum(consistent) / len(consistent)
+
+
+def permutation_summary(records_by_shift: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    """Strict accuracy per shift, its mean and the consistency rate (results.json, when K > 1)."""
+    import numpy as np
+
+    per_shift = [float(np.mean([r["correct"] for r in records])) for records in records_by_shift]
+    return {
+        "accuracy_per_shift": per_shift,
+        "accuracy_mean_over_shifts": float(np.mean(per_shift)),
+        "consistency_rate": consistency_rate(records_by_shift),
+    }
+
+
 # --- results -------------------------------------------------------------------------------------
 
 
 def prediction_records(
-    rows: Any, prompts: Sequence[str], completions: Sequence[Completion], answer_mode: str
+    rows: Any,
+    prompts: Sequence[str],
+    completions: Sequence[Completion],
+    answer_mode: str,
+    *,
+    shift: int = 0,
 ) -> list[dict[str, Any]]:
     """One JSON-ready record per question: inputs, completion, and the letter under each rule.
 
     `letter`, `format_ok`, `correct` and `reward` are the strict rule's verdict (what training
-    rewards); `letter_lenient`, `correct_lenient` and `lenient_source` the lenient rule's.
+    rewards); `letter_lenient`, `correct_lenient` and `lenient_source` the lenient rule's. `rows`
+    hold the options in the order prompted; `shift` says which cyclic shift that is (`shift_options`).
     """
     records = []
     for row, prompt, completion in zip(rows, prompts, completions, strict=True):
@@ -534,6 +651,7 @@ def prediction_records(
         records.append(
             {
                 "id": row["id"],
+                "shift": shift,
                 "prompt": prompt,
                 "completion": completion.text,
                 "completion_tokens": completion.num_tokens,
@@ -549,6 +667,11 @@ def prediction_records(
             }
         )
     return records
+
+
+def strict_letter(record: Mapping[str, Any]) -> str | None:
+    """The letter a prediction record names under the strict rule, or None."""
+    return record["letter"] if record["format_ok"] else None
 
 
 def load_accuracy_metric() -> Any:
@@ -569,7 +692,7 @@ def summarise(
         raise ValueError("cannot summarise an empty set of predictions")
     references = [r["answer"] for r in records]
     strict = metric.compute(
-        predictions=[(r["letter"] or "") if r["format_ok"] else "" for r in records],
+        predictions=[strict_letter(r) or "" for r in records],
         references=references,
         n_resamples=n_resamples,
         seed=seed,
@@ -613,6 +736,84 @@ def random_guess(rows: Any) -> dict[str, float]:
         "unparsed_rate": 0.0,
         "n": len(counts),
     }
+
+
+UNPARSED = "unparsed"
+
+
+def letter_distribution(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """How often each strict letter was answered; `unparsed` counts answers with none.
+
+    Every letter of the widest question is listed, zeros included, so a letter never chosen shows.
+    """
+    width = max(r["num_options"] for r in records)
+    counts = dict.fromkeys(LETTERS[:width], 0)
+    unparsed = 0
+    for record in records:
+        letter = strict_letter(record)
+        if letter is None:
+            unparsed += 1
+        else:
+            counts[letter] = counts.get(letter, 0) + 1
+    return {**dict(sorted(counts.items())), UNPARSED: unparsed}
+
+
+def gold_letter_distribution(rows: Any) -> dict[str, int]:
+    """How often each letter is the gold answer, every letter of the widest question listed."""
+    width = max(len(options) for options in rows["options"])
+    counts = dict.fromkeys(LETTERS[:width], 0)
+    for answer in rows["answer"]:
+        counts[answer] += 1
+    return counts
+
+
+def dedup_summary(records: Sequence[Mapping[str, Any]], kept: Sequence[int]) -> dict[str, Any]:
+    """Strict accuracy on the questions `kept` (`unique_question_indices`) and their number."""
+    return {
+        "accuracy_dedup": sum(records[i]["correct"] for i in kept) / len(kept),
+        "n_dedup": len(kept),
+    }
+
+
+def summarise_dataset(
+    records_by_shift: Sequence[Sequence[dict[str, Any]]],
+    metric: Any,
+    kept: Sequence[int],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One model on one dataset: `summarise` of the unshifted options, their letter distribution and
+    within-set-deduplicated accuracy, and with several shifts `permutation_summary`."""
+    unshifted = records_by_shift[0]
+    summary: dict[str, Any] = summarise(unshifted, metric, n_resamples=n_resamples, seed=seed)
+    summary["letter_distribution"] = letter_distribution(unshifted)
+    summary.update(dedup_summary(unshifted, kept))
+    if len(records_by_shift) > 1:
+        summary.update(permutation_summary(records_by_shift))
+    return summary
+
+
+def random_summary(rows: Any, kept: Sequence[int]) -> dict[str, Any]:
+    """`random_guess` on every question, with its expected accuracy on the deduplicated ones."""
+    subset = {"options": [rows["options"][i] for i in kept]}
+    return {**random_guess(rows), "accuracy_dedup": random_guess(subset)["accuracy"], "n_dedup": len(kept)}
+
+
+def describe_dataset(
+    spec: DatasetSpec, rows: Any, kept: Sequence[int], train: QuestionIndex | None = None
+) -> dict[str, Any]:
+    """The `datasets` entry of results.json: the spec, its size with and without within-set
+    duplicates, its gold letters and, given a training-set index, its overlap with it."""
+    entry = {
+        **asdict(spec),
+        "n": len(rows),
+        "n_dedup": len(kept),
+        "gold_letter_distribution": gold_letter_distribution(rows),
+    }
+    if train is not None:
+        entry["contamination"] = question_overlap(train, rows, names=("training set", spec.label)).as_record()
+    return entry
 
 
 def paired_comparisons(
@@ -670,6 +871,25 @@ def headline_entries(
     return [dict(e) for e in paired if pair is not None and (e["model_a"], e["model_b"]) == pair]
 
 
+def prediction_path(out: str | Path, model: str, dataset: str, shift: int = 0) -> Path:
+    """`predictions/<model>__<dataset>.jsonl` for the options as given, `predictions/shift<s>/...`
+    for shift s, so readers of the first keep reading the unshifted predictions."""
+    folder = Path(out) / "predictions"
+    if shift:
+        folder = folder / f"shift{shift}"
+    return folder / f"{model}__{dataset}.jsonl"
+
+
+def write_predictions(
+    out: str | Path, model: str, dataset: str, records_by_shift: Sequence[Sequence[dict[str, Any]]]
+) -> list[Path]:
+    """One JSON Lines file per shift (`prediction_path`)."""
+    return [
+        write_jsonl(prediction_path(out, model, dataset, shift), records)
+        for shift, records in enumerate(records_by_shift)
+    ]
+
+
 def write_jsonl(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -707,6 +927,18 @@ def scoring_rules(*, stop_at_answer_close: bool) -> dict[str, str]:
         "of a uniform guesser's accuracy, sqrt(sum p(1-p))/n with p = 1/options",
         "paired": "A minus B on the same questions (strict): 95% paired-bootstrap percentile interval, "
         "two-sided exact McNemar p-value",
+        "letter_distribution": "Strict letters of each model's answers to the options as given "
+        f"('{UNPARSED}': no letter), next to the gold letters",
+        "option_permutations": "Shift s moves option i to position (i + s) mod n and the gold letter "
+        "follows its text; accuracy per shift (strict); consistency: share of questions whose strict "
+        "answer names the same option text under every shift, a question with no option named under "
+        "some shift counting as inconsistent",
+        "accuracy_dedup": "Strict accuracy with within-set duplicates removed: questions equal after "
+        "normalising case, whitespace and punctuation count once, the first one kept",
+        "contamination": "Test questions also in the training set: exact, equal after normalising case, "
+        f"whitespace and punctuation; near, not exact but at least {NEAR_DUPLICATE_THRESHOLD:.0%} of "
+        f"the question's distinct word {NGRAM_WORDS}-grams occur in training questions (questions "
+        f"under {NGRAM_WORDS} words count only when exact)",
     }
 
 
@@ -777,9 +1009,114 @@ def _paired_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def _dedup_table(report: EvalReport, datasets: Sequence[str]) -> list[str]:
+    sizes = {d["label"]: d for d in report.datasets}
+    columns = []
+    for d in datasets:
+        n, n_dedup = sizes[d].get("n", "?"), sizes[d].get("n_dedup", "?")
+        columns += [f"{d} all (n={n})", f"{d} dedup (n={n_dedup})"]
+    lines = ["| model | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
+    for model, per_dataset in report.results.items():
+        cells = []
+        for d in datasets:
+            v = per_dataset.get(d, {})
+            cells += (
+                [_percent(v["accuracy_strict"]), _percent(v["accuracy_dedup"])]
+                if "accuracy_dedup" in v
+                else ["-"] * 2
+            )
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _letter_table(report: EvalReport, dataset: Mapping[str, Any]) -> list[str]:
+    label = dataset["label"]
+    rows = [("gold", dataset.get("gold_letter_distribution", {}))]
+    rows += [
+        (model, per_dataset[label]["letter_distribution"])
+        for model, per_dataset in report.results.items()
+        if "letter_distribution" in per_dataset.get(label, {})
+    ]
+    letters = sorted({key for _, counts in rows for key in counts if key != UNPARSED})
+    columns = [*letters, UNPARSED]
+    lines = [f"| {label} | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
+    for name, counts in rows:
+        cells = ["-" if name == "gold" and key == UNPARSED else str(counts.get(key, 0)) for key in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _permutation_table(report: EvalReport, datasets: Sequence[str]) -> list[str]:
+    entries = [
+        (model, d, per_dataset[d])
+        for model, per_dataset in report.results.items()
+        for d in datasets
+        if "accuracy_per_shift" in per_dataset.get(d, {})
+    ]
+    shifts = max(len(v["accuracy_per_shift"]) for _, _, v in entries)
+    columns = [f"shift {s}" for s in range(shifts)] + ["mean", "consistent"]
+    lines = ["| model | dataset | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 2)]
+    for model, d, v in entries:
+        cells = [_percent(a) for a in v["accuracy_per_shift"]]
+        cells += [_percent(v["accuracy_mean_over_shifts"]), _percent(v["consistency_rate"])]
+        lines.append(f"| {model} | {d} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _contamination_table(report: EvalReport) -> list[str]:
+    lines = [
+        "| dataset | n | exact | near | either (%) | e.g. (test id -> training id) |",
+        "|" + " --- |" * 6,
+    ]
+    for d in report.datasets:
+        c = d["contamination"]
+        examples = ", ".join(f"{e['id']} -> {e['match_id']} ({e['kind']})" for e in c["examples"][:3])
+        lines.append(
+            f"| {d['label']} | {c['n']} | {c['exact']} | {c['near']} | {_percent(c['fraction'])} | "
+            f"{examples or '-'} |"
+        )
+    return lines
+
+
+def _checks_markdown(report: EvalReport, datasets: Sequence[str]) -> list[str]:
+    """The sections on what the accuracy may owe to other things than knowledge."""
+    rules = report.scoring
+    entries = [v for per_dataset in report.results.values() for v in per_dataset.values()]
+    lines = []
+    if any("letter_distribution" in v for v in entries):
+        lines += ["", "## Answer letters (strict rule, options as given)", ""]
+        lines.append(f"{rules['letter_distribution']}.")
+        for dataset in report.datasets:
+            lines += ["", *_letter_table(report, dataset)]
+    if any("accuracy_per_shift" in v for v in entries):
+        lines += [
+            "",
+            "## Option order: cyclic shifts (strict rule, %)",
+            "",
+            f"{rules['option_permutations']}.",
+        ]
+        lines += ["", *_permutation_table(report, datasets)]
+    if any("accuracy_dedup" in v for v in entries):
+        lines += ["", "## Within-set duplicates removed (strict rule, %)", "", f"{rules['accuracy_dedup']}."]
+        lines += ["", *_dedup_table(report, datasets)]
+    if report.train_dataset is not None:
+        train = report.train_dataset
+        lines += [
+            "",
+            f"## Overlap with the training set ({train['label']}: {train['source']}@{train['split']}, "
+            f"{train.get('n', '?')} questions)",
+            "",
+            f"{rules['contamination']}.",
+            "",
+            *_contamination_table(report),
+        ]
+    return lines
+
+
 def results_markdown(report: EvalReport) -> str:
     """`results.md`: accuracy under both rules with the unparsed rate, format-valid rate and length,
-    the headline (RLVR minus SFT) and every paired comparison, each table saying which rule it uses."""
+    the headline (RLVR minus SFT) and every paired comparison, each table saying which rule it uses;
+    then the answer letters, the option-order, duplicate and training-overlap checks present."""
     datasets = [d["label"] for d in report.datasets]
     rules = report.scoring
     lines = ["## Accuracy (%)", "", *_accuracy_table(report.results, datasets), ""]
@@ -805,6 +1142,7 @@ def results_markdown(report: EvalReport) -> str:
     if report.paired:
         lines += ["", "## Paired comparisons (strict rule)", "", f"{rules['paired']}.", ""]
         lines += _paired_table(report.paired)
+    lines += _checks_markdown(report, datasets)
     return "\n".join(lines) + "\n"
 
 
@@ -812,18 +1150,21 @@ def results_markdown(report: EvalReport) -> str:
 class EvalReport:
     """Everything `results.json` holds.
 
-    `results[model][dataset]` is `summarise`'s (or `random_guess`'s) dict; `paired` the
-    `paired_comparisons` entries; `headline` the (RL, SFT) labels of the headline difference, or
-    None without both; `scoring` says in words what each number means.
+    `results[model][dataset]` is `summarise_dataset`'s (or `random_summary`'s) dict; `datasets`
+    holds `describe_dataset`'s entries; `paired` the `paired_comparisons` entries; `headline` the
+    (RL, SFT) labels of the headline difference, or None without both; `scoring` says in words
+    what each number means; `train_dataset` the training set checked for overlap (with its `n`),
+    or None when none was given.
     """
 
     models: list[dict[str, str]]
     datasets: list[dict[str, Any]]
     generation: dict[str, Any]
-    results: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    results: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     paired: list[dict[str, Any]] = field(default_factory=list)
     headline: tuple[str, str] | None = None
     scoring: dict[str, str] = field(default_factory=lambda: scoring_rules(stop_at_answer_close=False))
+    train_dataset: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -886,6 +1227,21 @@ class MCQAEvalArguments:
     use_cpu: bool = field(default=False, metadata={"help": "Run on CPU even when a GPU is present."})
     n_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples for the error bars."})
     bootstrap_seed: int = field(default=0, metadata={"help": "Seed of the bootstrap draw."})
+    option_permutations: int = field(
+        default=1,
+        metadata={
+            "help": "Evaluate every question under K cyclic shifts of its options (shift s moves option i "
+            "to (i + s) mod n; 1: as given): accuracy per shift and the consistency rate. K times the "
+            "generation."
+        },
+    )
+    train_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training set as LABEL=SOURCE[@SPLIT][@category=NAME] (split defaults to train): "
+            "report how many test questions occur in it, exactly or as near-duplicates. Unset: no report."
+        },
+    )
     dry_run: bool = field(
         default=False, metadata={"help": "Check models, tokenizers and data, log the plan, load no model."}
     )
@@ -897,6 +1253,8 @@ class MCQAEvalArguments:
             raise ValueError("batch_size, max_new_tokens and direct_max_new_tokens must be at least 1")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError(f"max_samples: got {self.max_samples}; need a positive number or none")
+        if self.option_permutations < 1:
+            raise ValueError(f"option_permutations: got {self.option_permutations}; need at least 1")
 
     def generation_settings(self, answer_mode: str, *, rank: int = 0) -> GenerationSettings:
         """Decoding settings for one answer mode; the seed differs per process so shards differ."""

@@ -6,10 +6,13 @@
 
 Questions are split across processes; the main process scores them (strict and lenient rules,
 `medrlvr_trl.evaluation`) and writes, into output_dir: `predictions/<model>__<dataset>.jsonl`,
-`results.json` (accuracy under both rules, unparsed rate, paired comparisons of every two models),
-`results.md` and `accuracy.png` (strict-rule bars with bootstrap error bars and a random-guess bar,
-like Med-RLVR's Figure 3, plus the RLVR-minus-SFT difference when both were evaluated). Models,
-tokenizers and data are all checked before the first model loads.
+`results.json` (accuracy under both rules, unparsed rate, paired comparisons of every two models,
+answer-letter counts, accuracy without within-set duplicates; with `--option_permutations K` accuracy
+under K cyclic shifts of the options, whose predictions go to `predictions/shift<s>/`; with
+`--train_dataset` the test questions found in the training set), `results.md` and `accuracy.png`
+(strict-rule bars with bootstrap error bars and a random-guess bar, like Med-RLVR's Figure 3, plus
+the RLVR-minus-SFT difference when both were evaluated). Models, tokenizers and data are all checked
+before the first model loads.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from accelerate import PartialState
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from medrlvr_trl.configs import parse_config  # noqa: E402
-from medrlvr_trl.data import load_mcqa  # noqa: E402
+from medrlvr_trl.data import QuestionIndex, load_mcqa, unique_question_indices  # noqa: E402
 from medrlvr_trl.evaluation import (  # noqa: E402
     RANDOM_LABEL,
     Completion,
@@ -40,6 +43,7 @@ from medrlvr_trl.evaluation import (  # noqa: E402
     MissingModelError,
     ModelSpec,
     chart_title,
+    describe_dataset,
     generate_hf,
     generate_sharded,
     generate_vllm,
@@ -49,18 +53,18 @@ from medrlvr_trl.evaluation import (  # noqa: E402
     paired_comparisons,
     parse_dataset_specs,
     parse_model_specs,
-    prediction_records,
-    random_guess,
+    parse_train_dataset,
+    predict_permutations,
+    random_summary,
     resolve_model,
     results_markdown,
     scoring_rules,
-    summarise,
+    summarise_dataset,
     vllm_available,
-    write_jsonl,
+    write_predictions,
 )
 from medrlvr_trl.modeling import load_policy, load_tokenizer  # noqa: E402
 from medrlvr_trl.plots import plot_accuracy_bars  # noqa: E402
-from medrlvr_trl.prompts import build_prompt  # noqa: E402
 from medrlvr_trl.user_errors import UserError, run_command  # noqa: E402
 
 logger = logging.getLogger("eval_mcqa")
@@ -76,6 +80,8 @@ class Plan:
     datasets: list[DatasetSpec]
     rows: dict[str, Any]
     tokenizers: dict[str, Any]
+    train: DatasetSpec | None = None
+    train_index: QuestionIndex | None = None
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -100,29 +106,39 @@ def main(argv: Sequence[str] | None = None) -> Path:
             "stop_at_answer_close is on: cot generation stops at the first </answer>, so the strict rule "
             "cannot see (and penalise) text after the tags as training does"
         )
+    kept = {d.label: unique_question_indices(plan.rows[d.label]["question"]) for d in plan.datasets}
+    described = (
+        [describe_dataset(d, plan.rows[d.label], kept[d.label], plan.train_index) for d in plan.datasets]
+        if state.is_main_process
+        else []
+    )
     if args.dry_run:
         return out
 
     metric = load_accuracy_metric() if state.is_main_process else None
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    results: dict[str, dict[str, dict[str, Any]]] = {}
     outcomes: dict[str, dict[str, list[bool]]] = {}
     for spec in plan.models:
         generate = open_generator(spec, plan.tokenizers[spec.label], args, state)
         settings = args.generation_settings(spec.answer_mode, rank=state.process_index)
         for data in plan.datasets:
-            rows = plan.rows[data.label]
-            prompts = [
-                build_prompt(q, o, template=spec.prompt_template)
-                for q, o in zip(rows["question"], rows["options"], strict=True)
-            ]
             label = f"{spec.label} on {data.label}"
-            completions = generate_sharded(prompts, partial(generate, settings=settings, label=label), state)
+            if args.option_permutations > 1:
+                label += f" x {args.option_permutations} option orders"
+            one_process = partial(generate, settings=settings, label=label)
+            records = predict_permutations(
+                plan.rows[data.label],
+                spec,
+                args.option_permutations,
+                partial(generate_sharded, generate=one_process, state=state),
+            )
             if state.is_main_process:
-                records = prediction_records(rows, prompts, completions, spec.answer_mode)
-                write_jsonl(out / "predictions" / f"{spec.label}__{data.label}.jsonl", records)
-                summary = summarise(records, metric, n_resamples=args.n_resamples, seed=args.bootstrap_seed)
+                write_predictions(out, spec.label, data.label, records)
+                summary = summarise_dataset(
+                    records, metric, kept[data.label], n_resamples=args.n_resamples, seed=args.bootstrap_seed
+                )
                 results.setdefault(spec.label, {})[data.label] = summary
-                outcomes.setdefault(spec.label, {})[data.label] = [r["correct"] for r in records]
+                outcomes.setdefault(spec.label, {})[data.label] = [r["correct"] for r in records[0]]
                 logger.info(
                     "%s on %s: accuracy strict %.1f%% +- %.1f, lenient %.1f%%, unparsed %.1f%% "
                     "(n=%d, format-valid %.1f%%)",
@@ -135,10 +151,21 @@ def main(argv: Sequence[str] | None = None) -> Path:
                     summary["n"],
                     100 * summary["format_valid_rate"],
                 )
+                if "accuracy_per_shift" in summary:
+                    logger.info(
+                        "%s on %s: strict accuracy per option shift %s, mean %.1f%%, consistent %.1f%%",
+                        spec.label,
+                        data.label,
+                        [round(100 * a, 1) for a in summary["accuracy_per_shift"]],
+                        100 * summary["accuracy_mean_over_shifts"],
+                        100 * summary["consistency_rate"],
+                    )
         del generate
         release_memory()
     if state.is_main_process:
-        results[RANDOM_LABEL] = {d.label: random_guess(plan.rows[d.label]) for d in plan.datasets}
+        results[RANDOM_LABEL] = {
+            d.label: random_summary(plan.rows[d.label], kept[d.label]) for d in plan.datasets
+        }
         paired = paired_comparisons(
             plan.models,
             outcomes,
@@ -146,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             n_resamples=args.n_resamples,
             seed=args.bootstrap_seed,
         )
-        write_outputs(out, args, plan, results, paired)
+        write_outputs(out, args, plan, described, results, paired)
     state.wait_for_everyone()
     return out
 
@@ -177,6 +204,7 @@ def make_plan(args: MCQAEvalArguments) -> Plan:
                 f"dataset {spec.label!r} ({spec.source}, split {spec.split}) has no rows after filtering"
             )
         rows[spec.label] = loaded
+    train, train_index = load_train_index(args.train_dataset)
     tokenizers = {}
     for spec in models:
         try:
@@ -185,7 +213,24 @@ def make_plan(args: MCQAEvalArguments) -> Plan:
             raise UserError(
                 f"model {spec.label!r}: cannot load the tokenizer of {spec.path}: {err}"
             ) from None
-    return Plan(models=models, datasets=datasets, rows=rows, tokenizers=tokenizers)
+    return Plan(
+        models=models,
+        datasets=datasets,
+        rows=rows,
+        tokenizers=tokenizers,
+        train=train,
+        train_index=train_index,
+    )
+
+
+def load_train_index(entry: str | None) -> tuple[DatasetSpec | None, QuestionIndex | None]:
+    """The `--train_dataset` spec and an index of its questions (both None when it is unset)."""
+    if not entry:
+        return None, None
+    spec = parse_train_dataset(entry)
+    loaded = load_mcqa(spec.source, split=spec.split, category=spec.category)
+    logger.info("training set %s: %s, %d questions", spec.label, spec.source, len(loaded))
+    return spec, QuestionIndex.of(loaded)
 
 
 def cot_stopped_at_answer_close(args: MCQAEvalArguments, plan: Plan) -> bool:
@@ -234,18 +279,23 @@ def write_outputs(
     out: Path,
     args: MCQAEvalArguments,
     plan: Plan,
-    results: dict[str, dict[str, dict[str, float]]],
+    described: list[dict[str, Any]],
+    results: dict[str, dict[str, dict[str, Any]]],
     paired: list[dict[str, Any]],
 ) -> None:
     dataset_labels = [d.label for d in plan.datasets]
+    train = plan.train
     report = EvalReport(
         models=[asdict(m) for m in plan.models],
-        datasets=[{**asdict(d), "n": len(plan.rows[d.label])} for d in plan.datasets],
-        generation={k: v for k, v in asdict(args).items() if k not in ("models", "datasets")},
+        datasets=described,
+        generation={
+            k: v for k, v in asdict(args).items() if k not in ("models", "datasets", "train_dataset")
+        },
         results=results,
         paired=paired,
         headline=headline_pair(plan.models),
         scoring=scoring_rules(stop_at_answer_close=cot_stopped_at_answer_close(args, plan)),
+        train_dataset=None if train is None else {**asdict(train), "n": len(plan.train_index.ids)},
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(report.to_json(), encoding="utf-8")

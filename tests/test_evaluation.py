@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from medrlvr_trl import evaluation
+from medrlvr_trl.data import QuestionIndex, unique_question_indices
 from medrlvr_trl.evaluation import (
     Completion,
     EvalReport,
@@ -20,24 +21,36 @@ from medrlvr_trl.evaluation import (
     MCQAEvalArguments,
     MissingModelError,
     ModelSpec,
+    consistency_rate,
+    dedup_summary,
+    describe_dataset,
     direct_letter,
     fallback_letter,
     generate_hf,
+    gold_letter_distribution,
     headline_entries,
     headline_pair,
     lenient_letter,
+    letter_distribution,
     load_accuracy_metric,
     model_role,
     paired_comparisons,
     parse_dataset_specs,
     parse_model_specs,
+    parse_train_dataset,
+    predict_permutations,
+    prediction_path,
     prediction_records,
     random_guess,
+    random_summary,
     resolve_model,
     results_markdown,
     score_completion,
     scoring_rules,
+    shift_options,
+    shift_row,
     summarise,
+    summarise_dataset,
 )
 from medrlvr_trl.plots import plot_accuracy_bars
 from medrlvr_trl.stats import bootstrap_std
@@ -348,6 +361,146 @@ def test_prediction_records_read_letters_against_the_row_s_option_texts():
     assert [(r["letter"], r["correct"]) for r in records] == [(None, False), ("C", True)]
 
 
+# --- option order, answer letters, duplicates ---------------------------------------------------
+
+
+def test_a_cyclic_shift_moves_every_option_one_place_on_and_the_gold_letter_with_its_text():
+    assert shift_options(["w", "x", "y", "z"], "B", 1) == (["z", "w", "x", "y"], "C")
+    assert shift_options(["w", "x", "y", "z"], "D", 1) == (["z", "w", "x", "y"], "A")
+    assert shift_options(["w", "x", "y", "z"], "B", 2) == (["y", "z", "w", "x"], "D")
+    assert shift_options(["w", "x", "y", "z"], "B", 0) == shift_options(["w", "x", "y", "z"], "B", 4)
+    shifted = shift_row({"id": "q", "options": ["w", "x", "y", "z"], "answer": "B", "answer_index": 1}, 1)
+    assert (shifted["answer"], shifted["answer_index"], shifted["options"][2]) == ("C", 2, "x")
+
+
+SHIFT_ROWS = [
+    {"id": f"q{i}", "question": f"Question {i}?", "options": options, "answer": answer}
+    for i, (options, answer) in enumerate(
+        [(["w", "x", "y", "z"], "B"), (["p", "q", "r"], "A"), (["s", "t", "u", "v"], "D")]
+    )
+]
+GOLD_TEXT = {row["question"]: row["options"]["ABCD".index(row["answer"])] for row in SHIFT_ROWS}
+
+
+def _answers(choose):
+    """A fake `generate`: one direct answer per prompt, from `choose(question, {text: letter})`."""
+
+    def generate(prompts):
+        completions = []
+        for prompt in prompts:
+            lines = prompt.split("\n")
+            question = next(line.removeprefix("User: ") for line in lines if line.startswith("User: "))
+            letters = {line[3:]: line[0] for line in lines if line[1:3] == ". "}
+            completions.append(Completion(choose(question, letters), 1))
+        return completions
+
+    return generate
+
+
+DIRECT = ModelSpec("m", "m", "direct", "direct")
+
+
+def test_a_model_always_answering_a_is_never_consistent_and_one_choosing_the_gold_text_always_is():
+    always_a = predict_permutations(SHIFT_ROWS, DIRECT, 2, _answers(lambda q, letters: " A"))
+    assert [[r["shift"] for r in records] for records in always_a] == [[0, 0, 0], [1, 1, 1]]
+    assert [[r["answer"] for r in records] for records in always_a] == [["B", "A", "D"], ["C", "B", "A"]]
+    assert [[r["correct"] for r in records] for records in always_a] == [
+        [False, True, False],
+        [False, False, True],
+    ]
+    assert consistency_rate(always_a) == 0.0
+    right = predict_permutations(
+        SHIFT_ROWS, DIRECT, 3, _answers(lambda q, letters: " " + letters[GOLD_TEXT[q]])
+    )
+    assert all(r["correct"] for records in right for r in records)
+    assert consistency_rate(right) == 1.0
+
+
+def test_an_answer_unparsed_under_one_shift_makes_its_question_inconsistent():
+    def choose(question, letters):
+        gold = letters[GOLD_TEXT[question]]
+        return " no idea" if question == "Question 0?" and gold != "B" else f" {gold}"  # fails once shifted
+
+    records = predict_permutations(SHIFT_ROWS, DIRECT, 2, _answers(choose))
+    assert [r["letter"] for r in records[1]] == [None, "B", "A"]
+    assert consistency_rate(records) == pytest.approx(2 / 3)
+    summary = summarise_dataset(records, load_accuracy_metric(), [0, 1, 2], n_resamples=50)
+    assert summary["accuracy_per_shift"] == [1.0, pytest.approx(2 / 3)]
+    assert summary["accuracy_mean_over_shifts"] == pytest.approx(5 / 6)
+    assert summary["accuracy"] == summary["accuracy_per_shift"][0]
+    assert summary["consistency_rate"] == pytest.approx(2 / 3)
+    assert "accuracy_per_shift" not in summarise_dataset(records[:1], load_accuracy_metric(), [0, 1, 2])
+
+
+def test_one_shift_gives_the_unshifted_prompts_and_predictions_keep_their_old_file_names(tmp_path):
+    (records,) = predict_permutations(SHIFT_ROWS, DIRECT, 1, _answers(lambda q, letters: " A"))
+    prompts = [r["prompt"] for r in records]
+    assert prompts == [
+        evaluation.build_prompt(r["question"], r["options"], template="direct") for r in SHIFT_ROWS
+    ]
+    assert prediction_path(tmp_path, "m", "d") == tmp_path / "predictions" / "m__d.jsonl"
+    assert prediction_path(tmp_path, "m", "d", 2) == tmp_path / "predictions" / "shift2" / "m__d.jsonl"
+
+
+def _record(letter, *, format_ok=True, num_options=4, correct=False):
+    return {"letter": letter, "format_ok": format_ok, "num_options": num_options, "correct": correct}
+
+
+def test_letter_distribution_counts_strict_letters_with_every_letter_listed_and_unparsed_last():
+    records = [_record("A"), _record("A"), _record("C"), _record(None, format_ok=False)]
+    records.append(_record("B", format_ok=False))  # a letter outside the tags: none under the strict rule
+    records.append(_record("F"))  # strict keeps an out-of-range letter; it is wrong, and counted
+    assert letter_distribution(records) == {"A": 2, "B": 0, "C": 1, "D": 0, "F": 1, "unparsed": 2}
+    assert list(letter_distribution(records))[-1] == "unparsed"
+    rows = {"options": [["a"] * 4, ["a"] * 5, ["a"] * 4], "answer": ["B", "B", "E"]}
+    assert gold_letter_distribution(rows) == {"A": 0, "B": 2, "C": 0, "D": 0, "E": 1}
+
+
+def test_accuracy_without_within_set_duplicates_counts_each_question_once():
+    questions = ["Which drug?", "which  DRUG", "Which drug!", "Another one?"]
+    kept = unique_question_indices(questions)
+    assert kept == [0, 3]
+    # Three copies of a question answered right, one other question answered wrong: 75% -> 50%.
+    records = [_record("A", correct=True)] * 3 + [_record("B")]
+    assert dedup_summary(records, kept) == {"accuracy_dedup": 0.5, "n_dedup": 2}
+    rows = {"options": [["a"] * 4, ["a"] * 4, ["a"] * 4, ["a"] * 10]}
+    assert random_summary(rows, kept)["accuracy_dedup"] == pytest.approx((1 / 4 + 1 / 10) / 2)
+
+
+def test_dataset_entries_hold_gold_letters_sizes_and_the_overlap_with_the_training_set():
+    import datasets
+
+    rows = datasets.Dataset.from_dict(
+        {
+            "id": ["e1", "e2"],
+            "question": ["What causes fever?", "New question?"],
+            "options": [["a", "b"], ["a", "b"]],
+            "answer": ["A", "A"],
+        }
+    )
+    spec = parse_dataset_specs("medqa=data/demo/medqa")[0]
+    train = QuestionIndex.build(["t1"], ["what causes FEVER"])
+    entry = describe_dataset(spec, rows, [0, 1], train)
+    assert (entry["n"], entry["n_dedup"], entry["gold_letter_distribution"]) == (2, 2, {"A": 2, "B": 0})
+    contamination = entry["contamination"]
+    assert (contamination["exact"], contamination["near"], contamination["n"]) == (1, 0, 2)
+    assert contamination["threshold"] == 0.5
+    assert contamination["examples"] == [
+        {"id": "e1", "match_id": "t1", "kind": "exact", "ngram_overlap": 1.0}
+    ]
+    assert "contamination" not in describe_dataset(spec, rows, [0, 1])
+
+
+def test_the_training_set_entry_defaults_to_the_train_split():
+    spec = parse_train_dataset("medqa_train=data/demo/medqa")
+    assert (spec.label, spec.source, spec.split) == ("medqa_train", "data/demo/medqa", "train")
+    assert parse_train_dataset("t=GBaker/MedQA-USMLE-4-options@validation").split == "validation"
+    with pytest.raises(ValueError, match="expected one entry"):
+        parse_train_dataset("a=x,b=y")
+    with pytest.raises(ValueError, match="option_permutations"):
+        MCQAEvalArguments(models=["m=x"], option_permutations=0)
+
+
 # --- generation ----------------------------------------------------------------------------------
 
 
@@ -540,9 +693,11 @@ def test_eval_recipe_writes_results_predictions_and_figure(tmp_path, tiny_model_
         json.dumps({"kind": "grpo", "answer_mode": "cot", "prompt_template": "r1"})
     )
     out = tmp_path / "eval"
+    train = write_medqa(tmp_path / "medqa", "train", 3)  # the first 3 test questions, word for word
     models = f"sft={sft},policy={rl},base-cot={tiny_model_dir}:cot"
     argv = ["--models", models, "--datasets", *eval_data]
     argv += ["--output_dir", str(out), "--max_new_tokens", "6", "--direct_max_new_tokens", "3"]
+    argv += ["--option_permutations", "2", "--train_dataset", f"medqa_train={train}"]
     load_recipe("eval_mcqa").main(argv)
 
     report = json.loads((out / "results.json").read_text())
@@ -570,6 +725,32 @@ def test_eval_recipe_writes_results_predictions_and_figure(tmp_path, tiny_model_
             assert entry["unparsed_rate"] == pytest.approx(
                 np.mean([r["letter_lenient"] is None for r in records])
             )
+            shifted = [json.loads(line) for line in prediction_path(out, label, dataset, 1).open()]
+            assert [r["shift"] for r in records + shifted] == [0] * n + [1] * n
+            assert [r["id"] for r in shifted] == [r["id"] for r in records]
+            assert entry["accuracy_per_shift"] == [
+                pytest.approx(np.mean([r["correct"] for r in rs])) for rs in (records, shifted)
+            ]
+            assert entry["accuracy_mean_over_shifts"] == pytest.approx(np.mean(entry["accuracy_per_shift"]))
+            assert 0.0 <= entry["consistency_rate"] <= 1.0
+            assert sum(entry["letter_distribution"].values()) == n
+            assert entry["letter_distribution"]["unparsed"] == sum(
+                not r["format_ok"] or r["letter"] is None for r in records
+            )
+            assert (entry["n_dedup"], entry["accuracy_dedup"]) == (n, pytest.approx(entry["accuracy"]))
+    assert sorted(p.name for p in (out / "predictions").glob("*.jsonl")) == sorted(
+        f"{m}__{d}.jsonl" for m in ("sft", "policy", "base-cot") for d in ("medqa", "mmlu_health")
+    )
+    datasets = {d["label"]: d for d in report["datasets"]}
+    assert datasets["medqa"]["gold_letter_distribution"] == {"A": 2, "B": 1, "C": 1, "D": 1}
+    assert datasets["mmlu_health"]["gold_letter_distribution"]["A"] == 1  # rows 0, 2, 3: A, C, D
+    medqa_overlap = datasets["medqa"]["contamination"]
+    assert (medqa_overlap["exact"], medqa_overlap["near"], medqa_overlap["n"]) == (3, 0, 5)
+    assert [e["id"] for e in medqa_overlap["examples"]] == ["medqa-test-1", "medqa-test-2", "medqa-test-3"]
+    assert datasets["mmlu_health"]["contamination"]["exact"] == 0
+    assert report["train_dataset"]["label"] == "medqa_train" and report["train_dataset"]["n"] == 3
+    assert report["generation"]["option_permutations"] == 2
+    assert report["results"]["random"]["medqa"]["n_dedup"] == 5
     # Three models: three pairs per dataset, later stage first; the headline is RL minus SFT.
     pairs = [(e["dataset"], e["model_a"], e["model_b"]) for e in report["paired"]]
     assert pairs == [
@@ -589,6 +770,13 @@ def test_eval_recipe_writes_results_predictions_and_figure(tmp_path, tiny_model_
         "| base-cot |" in table
         and "medqa lenient" in table
         and "## Headline: RLVR minus SFT (policy - sft" in table
+    )
+    assert "## Option order: cyclic shifts" in table and "| shift 0 | shift 1 | mean | consistent |" in table
+    assert "## Answer letters" in table and "| medqa | A | B | C | D | unparsed |" in table
+    assert "| gold | 2 | 1 | 1 | 1 | - |" in table
+    assert "## Within-set duplicates removed" in table and "medqa dedup (n=5)" in table
+    assert (
+        "## Overlap with the training set (medqa_train:" in table and "| medqa | 5 | 3 | 0 | 60.0 |" in table
     )
 
 
