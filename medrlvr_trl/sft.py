@@ -44,7 +44,10 @@ class MedSFTConfig(FinalModelOptions, SFTConfig):
     )
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Allow training into a non-empty output_dir (its files may be overwritten)."},
+        metadata={
+            "help": "Allow training into a non-empty output_dir, replacing a finished run there (an "
+            "unfinished one is continued)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -85,22 +88,21 @@ def check_output_dir(output_dir: str | Path, *, overwrite: bool, resuming: bool)
         )
 
 
-def resolve_resume(
-    value: str | None, output_dir: str | Path, *, overwrite: bool = False
-) -> str | bool | None:
+def resolve_resume(value: str | None, output_dir: str | Path) -> str | bool | None:
     """Map the `resume_from_checkpoint` option onto what `Trainer.train` expects.
 
     "last" or "true" means the newest checkpoint in output_dir (an error if there is none); any
     other value is a checkpoint path, which must exist. Unset, an output_dir with checkpoint-*
     folders but no `run_info.json` holds a run that was stopped (preempted, killed) before it
-    finished; it continues, as the RL recipes do, so a requeued job's unchanged command resumes.
-    `overwrite` (--overwrite_output_dir) starts such a folder afresh instead.
+    finished; it continues, as the RL recipes do, so a requeued job's unchanged command resumes, even
+    with --overwrite_output_dir (which lets a new run replace a *finished* one, as the tiny smoke
+    config does, and never throws away an unfinished run's progress).
     """
     from transformers.trainer_utils import get_last_checkpoint
 
     has_checkpoint = Path(output_dir).is_dir() and get_last_checkpoint(str(output_dir)) is not None
     if value is None or value == "":
-        if not has_checkpoint or overwrite or (Path(output_dir) / RUN_INFO_FILENAME).is_file():
+        if not has_checkpoint or (Path(output_dir) / RUN_INFO_FILENAME).is_file():
             return None
         logger.info("%s holds checkpoints but no finished model: continuing that run", output_dir)
         return True

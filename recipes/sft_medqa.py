@@ -57,9 +57,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if model_args.model_name_or_path is None:
         raise ValueError("model_name_or_path is required (a Hub id or a local model folder)")
     output_dir = Path(training_args.output_dir)
-    resume = resolve_resume(
-        training_args.resume_from_checkpoint, output_dir, overwrite=training_args.overwrite_output_dir
-    )
+    resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
     check_output_dir(output_dir, overwrite=training_args.overwrite_output_dir, resuming=resume is not None)
     if script_args.dry_run:
         logger.info("dry run: script %s", json.dumps(asdict(script_args), default=str))
