@@ -100,6 +100,7 @@ def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = N
         return TrlParser(dataclass_types=list(dataclass_types)).parse_args_and_config(argv)
     except ValueError as err:
         if "doesn't support bf16" in str(err):
+            tiny = offline_command()
             raise UserError(
                 "bf16 needs a GPU and this machine has none"
                 + (
@@ -108,7 +109,7 @@ def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = N
                     else " (the defaults are the paper's: Qwen2.5-3B from the Hub on GPUs)"
                 )
                 + "; add `--bf16 false` to run on the CPU"
-                + (f", or try the offline tiny config: {offline_command()}" if offline_command() else "")
+                + (f", or try the offline tiny config: {tiny}" if tiny else "")
             ) from None
         raise UserError(str(err)) from None
 

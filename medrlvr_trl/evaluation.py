@@ -657,7 +657,7 @@ def prediction_records(
                 "completion_tokens": completion.num_tokens,
                 "letter": verdict.letter,
                 "answer": row["answer"],
-                "num_options": len(row["options"]),
+                "num_options": num_options,
                 "format_ok": verdict.format_ok,
                 "correct": verdict.correct,
                 "reward": verdict.reward,
