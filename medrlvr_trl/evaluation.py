@@ -47,6 +47,7 @@ from medrlvr_trl.data import (
     question_overlap,
 )
 from medrlvr_trl.gguf_models import is_gguf_file
+from medrlvr_trl.loglikelihood import score_letters
 from medrlvr_trl.progress import Progress
 from medrlvr_trl.prompts import LETTERS, build_prompt
 from medrlvr_trl.rewards import (
@@ -66,8 +67,9 @@ RUN_INFO_FILENAME = "run_info.json"
 """Written by the SFT and PPO recipes next to the model: `answer_mode` and `eval_prompt_template`
 (else `prompt_template`) become that model's defaults at evaluation."""
 MCQA_ACCURACY_PATH = str(Path(__file__).parent / "metrics" / "mcqa_accuracy")
-ANSWER_MODES = ("cot", "direct")
-DEFAULT_TEMPLATE = {"cot": "r1", "direct": "direct"}
+LOGLIKELIHOOD = "loglikelihood"
+ANSWER_MODES = ("cot", "direct", LOGLIKELIHOOD)
+DEFAULT_TEMPLATE = {"cot": "r1", "direct": "direct", LOGLIKELIHOOD: "lm_eval"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 RANDOM_LABEL = "random"
 ACCURACY_RULE = "strict"
@@ -131,12 +133,12 @@ def _check_unique(labels: list[str], what: str) -> None:
 def parse_model_specs(items: Sequence[str] | str) -> list[tuple[str, str, str | None, str | None]]:
     """Parse `label=path[:mode[:template]]` entries into (label, path, mode or None, template or None).
 
-    `mode` is `cot` or `direct`; `template` a prompt template name. Missing parts are filled in by
+    `mode` is `cot`, `direct` or `loglikelihood`; `template` a prompt template name. Missing parts are filled in by
     `resolve_model` (from the model's run_info.json, else `cot` with its default template).
     """
     from medrlvr_trl.prompts import TEMPLATES
 
-    syntax = "LABEL=PATH_OR_HUB_ID[:cot|:direct[:TEMPLATE]], e.g. sft=runs/sft:direct"
+    syntax = "LABEL=PATH_OR_HUB_ID[:cot|:direct|:loglikelihood[:TEMPLATE]], e.g. sft=runs/sft:direct"
     parsed = []
     for item in _split_items(items):
         label, value = _label_and_value(item, "--models", syntax)
@@ -333,13 +335,13 @@ def score_completion(
     options: Sequence[str] | None = None,
 ) -> Verdict:
     """Score one completion under the strict rule; `format_ok` means "a letter could be read" in
-    direct mode.
+    direct mode. A loglikelihood-mode "completion" is the chosen letter, read as a direct answer.
 
     `options`, the question's option texts, let an answer like "E. coli" be told from letter E.
     """
     if answer_mode == "cot":
         return verify(completion, answer, num_options, mode="paper", values=values, options=options)
-    if answer_mode != "direct":
+    if answer_mode not in ("direct", LOGLIKELIHOOD):
         raise ValueError(f"answer mode {answer_mode!r} is not one of {list(ANSWER_MODES)}")
     verify("", answer, num_options, options=options)  # validates the gold answer the same way cot mode does
     letter = direct_letter(completion, options=options)
@@ -420,10 +422,14 @@ class GenerationSettings:
 
 @dataclass(frozen=True)
 class Completion:
-    """Generated text (up to, not including, EOS) and its length in tokens."""
+    """Generated text (up to, not including, EOS) and its length in tokens.
+
+    In loglikelihood mode `text` is the chosen letter, nothing is generated (`num_tokens` 0) and
+    `loglikelihoods` holds every option letter's score."""
 
     text: str
     num_tokens: int
+    loglikelihoods: dict[str, float] | None = None
 
 
 def generate_hf(
@@ -517,10 +523,34 @@ def generate_vllm(
     return completions
 
 
-def generate_sharded(
-    prompts: Sequence[str], generate: Callable[[Sequence[str]], list[Completion]], state: Any
+def generate_loglikelihood(
+    model: Any,
+    tokenizer: Any,
+    requests: Sequence[tuple[str, int]],
+    settings: GenerationSettings,
+    *,
+    label: str = "loglikelihood",
 ) -> list[Completion]:
-    """Split prompts across the processes of `state` (an accelerate `PartialState`), gather on all.
+    """Loglikelihood mode's answers to (prompt, number of options) requests (`loglikelihood.score_letters`).
+
+    Only `settings.batch_size` applies: nothing is decoded.
+    """
+    scores = score_letters(
+        model,
+        tokenizer,
+        [prompt for prompt, _ in requests],
+        [n for _, n in requests],
+        batch_size=settings.batch_size,
+        label=label,
+    )
+    return [Completion(text=s.letter, num_tokens=0, loglikelihoods=s.loglikelihoods) for s in scores]
+
+
+def generate_sharded(
+    prompts: Sequence[Any], generate: Callable[[Sequence[Any]], list[Completion]], state: Any
+) -> list[Completion]:
+    """Split prompts (or loglikelihood requests) across the processes of `state` (an accelerate
+    `PartialState`), gather on all.
 
     Every process returns the full list, in input order. With one process this is just `generate`.
     """
@@ -568,14 +598,20 @@ def predict_permutations(
     """Prediction records per shift, `[shift][question]`, from one `generate` call over every shift.
 
     One call keeps the batches full (and, with `generate_hf`, sorted by length) however many shifts.
+    In loglikelihood mode `generate` gets (prompt, number of options) requests instead of prompts.
     """
     shifted = permuted_rows(rows, shifts)
+    questions_in_order = [row for questions in shifted for row in questions]
     prompts = [
         build_prompt(row["question"], row["options"], template=spec.prompt_template)
-        for questions in shifted
-        for row in questions
+        for row in questions_in_order
     ]
-    completions = generate(prompts)
+    if spec.answer_mode == LOGLIKELIHOOD:
+        completions = generate(
+            [(p, len(r["options"])) for p, r in zip(prompts, questions_in_order, strict=True)]
+        )
+    else:
+        completions = generate(prompts)
     n = len(shifted[0])
     return [
         prediction_records(
@@ -640,6 +676,8 @@ def prediction_records(
     `letter`, `format_ok`, `correct` and `reward` are the strict rule's verdict (what training
     rewards); `letter_lenient`, `correct_lenient` and `lenient_source` the lenient rule's. `rows`
     hold the options in the order prompted; `shift` says which cyclic shift that is (`shift_options`).
+    In loglikelihood mode both rules take the most likely letter (`lenient_source` "loglikelihood")
+    and `loglikelihoods` holds every letter's score.
     """
     records = []
     for row, prompt, completion in zip(rows, prompts, completions, strict=True):
@@ -647,25 +685,31 @@ def prediction_records(
         verdict = score_completion(
             completion.text, row["answer"], num_options, answer_mode, options=row["options"]
         )
-        lenient, source = lenient_letter(completion.text, num_options, answer_mode, options=row["options"])
-        records.append(
-            {
-                "id": row["id"],
-                "shift": shift,
-                "prompt": prompt,
-                "completion": completion.text,
-                "completion_tokens": completion.num_tokens,
-                "letter": verdict.letter,
-                "answer": row["answer"],
-                "num_options": num_options,
-                "format_ok": verdict.format_ok,
-                "correct": verdict.correct,
-                "reward": verdict.reward,
-                "letter_lenient": lenient,
-                "correct_lenient": lenient == row["answer"],
-                "lenient_source": source,
-            }
-        )
+        if completion.loglikelihoods is None:
+            lenient, source = lenient_letter(
+                completion.text, num_options, answer_mode, options=row["options"]
+            )
+        else:
+            lenient, source = verdict.letter, LOGLIKELIHOOD
+        record = {
+            "id": row["id"],
+            "shift": shift,
+            "prompt": prompt,
+            "completion": completion.text,
+            "completion_tokens": completion.num_tokens,
+            "letter": verdict.letter,
+            "answer": row["answer"],
+            "num_options": num_options,
+            "format_ok": verdict.format_ok,
+            "correct": verdict.correct,
+            "reward": verdict.reward,
+            "letter_lenient": lenient,
+            "correct_lenient": lenient == row["answer"],
+            "lenient_source": source,
+        }
+        if completion.loglikelihoods is not None:
+            record["loglikelihoods"] = completion.loglikelihoods
+        records.append(record)
     return records
 
 
@@ -902,7 +946,9 @@ def write_jsonl(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
 _STRICT_TEXT = (
     "cot: the training verifier (format mode 'paper') on the whole completion, generated to EOS (or "
     "max_new_tokens), so only whitespace may follow </answer>; direct: the <answer> section if any, "
-    "else the first line, read with the verifier's letter rules"
+    "else the first line, read with the verifier's letter rules; loglikelihood: the option letter "
+    "with the largest log-likelihood as the next token after the prompt, as lm-evaluation-harness "
+    "scores multiple_choice tasks (the same letter under both rules)"
 )
 _STOPPED_TEXT = (
     "; stop_at_answer_close was on, so cot generation stopped at the first </answer> and text after "
@@ -1185,8 +1231,9 @@ class MCQAEvalArguments:
     models: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Models as LABEL=PATH_OR_HUB_ID[:cot|:direct[:TEMPLATE]], space- or comma-separated. "
-            "Without a mode, the model folder's run_info.json decides, else cot."
+            "help": "Models as LABEL=PATH_OR_HUB_ID[:cot|:direct|:loglikelihood[:TEMPLATE]], space- or "
+            "comma-separated. Without a mode, the model folder's run_info.json decides, else cot. "
+            "loglikelihood (default template lm_eval) reads the most likely option letter, no generation."
         },
     )
     datasets: list[str] = field(

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from medrlvr_trl.progress import Progress
-from medrlvr_trl.prompts import option_letters
+from medrlvr_trl.prompts import build_prompt, option_letters
 
 logger = logging.getLogger(__name__)
 
@@ -227,8 +227,7 @@ def score_letters(
 
 
 def harness_medqa_prompt(question: str, options: Sequence[str]) -> str:
-    """The prompt lm-eval's `medqa_4options` shows: "Question: ...", one "X. text" line per option,
-    then "Answer:". With it (and MedQA's 4-option test set) this mode's accuracy is that task's `acc`."""
-    lines = [f"Question: {question}"]
-    lines += [f"{letter}. {text}" for letter, text in zip(option_letters(len(options)), options, strict=True)]
-    return "\n".join(lines) + "\nAnswer:"
+    """The prompt lm-eval's `medqa_4options` shows (the `lm_eval` template): "Question: ...", one
+    "X. text" line per option, then "Answer:". With it (and MedQA's 4-option test set) this mode's
+    accuracy is that task's `acc`."""
+    return build_prompt(question, options, template="lm_eval")

@@ -25,11 +25,14 @@ INPUT_FIELD = "{input}"
 @dataclass(frozen=True)
 class PromptTemplate:
     """A prompt text with one `{input}` slot; `expects_tags` says whether completions should use
-    <think>/<answer> tags (and so whether evaluation scores them with the verifier)."""
+    <think>/<answer> tags (and so whether evaluation scores them with the verifier). `instructed`
+    inputs carry this project's instruction and an "Options:" line before the lettered options;
+    otherwise the input is the question and the lettered options alone."""
 
     name: str
     text: str
     expects_tags: bool
+    instructed: bool = True
 
     def __post_init__(self) -> None:
         if self.text.count(INPUT_FIELD) != 1:
@@ -54,9 +57,14 @@ _DIRECT_TEXT = (
     "provides the user with the answer.\nUser: {input}\nAssistant:"
 )
 
+# lm-evaluation-harness's `medqa_4options` prompt ("Question: ...", the lettered options, "Answer:"),
+# so that `loglikelihood` answers on MedQA's 4-option test set are that task's `acc`.
+_LM_EVAL_TEXT = "Question: {input}\nAnswer:"
+
 TEMPLATES: dict[str, PromptTemplate] = {
     "r1": PromptTemplate(name="r1", text=_R1_TEXT, expects_tags=True),
     "direct": PromptTemplate(name="direct", text=_DIRECT_TEXT, expects_tags=False),
+    "lm_eval": PromptTemplate(name="lm_eval", text=_LM_EVAL_TEXT, expects_tags=False, instructed=False),
 }
 
 TARGET_STYLES: tuple[str, ...] = ("letter", "letter_text", "tagged")
@@ -99,7 +107,7 @@ def build_prompt(question: str, options: Sequence[str], *, template: str = "r1")
     if not isinstance(question, str) or not question.strip():
         raise ValueError(f"question: got {question!r}; need non-empty text")
     cleaned = _clean_options(options)
-    lines = [question.strip(), INSTRUCTION, "Options:"]
+    lines = [question.strip(), INSTRUCTION, "Options:"] if chosen.instructed else [question.strip()]
     lines += [f"{letter}. {text}" for letter, text in zip(LETTERS, cleaned, strict=False)]
     return chosen.render("\n".join(lines))
 

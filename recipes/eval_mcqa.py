@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from medrlvr_trl.configs import parse_config  # noqa: E402
 from medrlvr_trl.data import QuestionIndex, load_mcqa, unique_question_indices  # noqa: E402
 from medrlvr_trl.evaluation import (  # noqa: E402
+    LOGLIKELIHOOD,
     RANDOM_LABEL,
     Completion,
     DatasetSpec,
@@ -45,6 +46,7 @@ from medrlvr_trl.evaluation import (  # noqa: E402
     chart_title,
     describe_dataset,
     generate_hf,
+    generate_loglikelihood,
     generate_sharded,
     generate_vllm,
     headline_entries,
@@ -241,8 +243,12 @@ def cot_stopped_at_answer_close(args: MCQAEvalArguments, plan: Plan) -> bool:
 def open_generator(
     spec: ModelSpec, tokenizer: Any, args: MCQAEvalArguments, state: PartialState
 ) -> Generator:
-    """Load one model for generation; the returned function holds the only reference to it."""
+    """Load one model for generation (or, in loglikelihood mode, scoring); the returned function
+    holds the only reference to it."""
     backend = args.backend
+    if backend == "vllm" and spec.answer_mode == LOGLIKELIHOOD:
+        logger.info("model %s: loglikelihood mode scores with transformers, not vllm", spec.label)
+        backend = "hf"
     if backend == "vllm" and not vllm_available():
         logger.warning("backend 'vllm' requested but vllm is not importable; using transformers generate")
         backend = "hf"
@@ -257,6 +263,8 @@ def open_generator(
             generate_vllm, LLM(model=spec.path, tokenizer=spec.path, dtype=args.dtype, seed=args.seed)
         )
     model = load_policy(spec.path, None, tokenizer, dtype=args.dtype).to(state.device)
+    if spec.answer_mode == LOGLIKELIHOOD:
+        return partial(generate_loglikelihood, model, tokenizer)
     return partial(generate_hf, model, tokenizer)
 
 

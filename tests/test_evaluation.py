@@ -780,6 +780,47 @@ def test_eval_recipe_writes_results_predictions_and_figure(tmp_path, tiny_model_
     )
 
 
+def test_eval_recipe_loglikelihood_mode_answers_the_most_likely_letter_of_the_lm_eval_prompt(
+    tmp_path, tiny_model_dir, eval_data
+):
+    from transformers import AutoModelForCausalLM
+
+    from medrlvr_trl.loglikelihood import score_letters
+    from medrlvr_trl.modeling import load_tokenizer
+
+    out = tmp_path / "eval"
+    argv = ["--models", f"base-ll={tiny_model_dir}:loglikelihood", "--datasets", *eval_data]
+    argv += ["--output_dir", str(out), "--option_permutations", "2", "--batch_size", "3"]
+    load_recipe("eval_mcqa").main(argv)
+
+    report = json.loads((out / "results.json").read_text())
+    assert [(m["answer_mode"], m["prompt_template"]) for m in report["models"]] == [
+        ("loglikelihood", "lm_eval")
+    ]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    tokenizer = load_tokenizer(tiny_model_dir)
+    for dataset in ("medqa", "mmlu_health"):
+        for shift in (0, 1):
+            records = [json.loads(line) for line in prediction_path(out, "base-ll", dataset, shift).open()]
+            assert all(
+                r["prompt"].startswith("Question: ") and r["prompt"].endswith("\nAnswer:") for r in records
+            )
+            expected = score_letters(
+                model, tokenizer, [r["prompt"] for r in records], [r["num_options"] for r in records]
+            )
+            for record, score in zip(records, expected, strict=True):
+                assert record["letter"] == record["letter_lenient"] == score.letter == record["completion"]
+                assert record["loglikelihoods"] == pytest.approx(score.loglikelihoods, abs=1e-5)
+                assert (record["format_ok"], record["lenient_source"], record["completion_tokens"]) == (
+                    True,
+                    "loglikelihood",
+                    0,
+                )
+                assert record["correct"] == (score.letter == record["answer"])
+        entry = report["results"]["base-ll"][dataset]
+        assert entry["accuracy_strict"] == entry["accuracy_lenient"] and entry["unparsed_rate"] == 0.0
+
+
 @pytest.fixture()
 def no_model_loading(monkeypatch):
     """Fail the test if the recipe reaches model loading."""
@@ -859,7 +900,8 @@ def test_two_process_evaluation_gives_the_single_process_predictions(tmp_path, t
     import os
     import subprocess
 
-    argv = ["--models", f"base={tiny_model_dir}:cot", "--datasets", *eval_data, "--max_new_tokens", "6"]
+    models = f"base={tiny_model_dir}:cot,base-ll={tiny_model_dir}:loglikelihood"
+    argv = ["--models", models, "--datasets", *eval_data, "--max_new_tokens", "6"]
     load_recipe("eval_mcqa").main([*argv, "--output_dir", str(tmp_path / "one")])
     accelerate = Path(sys.executable).parent / "accelerate"
     command = [str(accelerate), "launch", "--config_file", str(REPO / "launch/cpu_ddp.yaml")]
@@ -870,6 +912,14 @@ def test_two_process_evaluation_gives_the_single_process_predictions(tmp_path, t
     for dataset in ("medqa", "mmlu_health"):
         name = f"predictions/base__{dataset}.jsonl"
         assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text()
+        # Scores of differently padded batches may differ in the last bits, so compare with a tolerance.
+        one, two = (
+            [json.loads(line) for line in (tmp_path / run / f"predictions/base-ll__{dataset}.jsonl").open()]
+            for run in ("one", "two")
+        )
+        assert [r["letter"] for r in two] == [r["letter"] for r in one]
+        for a, b in zip(one, two, strict=True):
+            assert b["loglikelihoods"] == pytest.approx(a["loglikelihoods"], abs=1e-5)
 
 
 @pytest.mark.parametrize("config", ["recipes/configs/eval.yaml", "recipes/configs/tiny/eval.yaml"])
