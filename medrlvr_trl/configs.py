@@ -86,6 +86,19 @@ class FinalModelOptions:
         super().__post_init__()
 
 
+@dataclass
+class OptionOrderOptions:
+    """Whether training re-draws option orders (`medrlvr_trl.option_order`); a mixin of every training config."""
+
+    shuffle_options: bool = field(
+        default=False,
+        metadata={
+            "help": "Re-draw each training question's option order every epoch (the gold letter follows its "
+            "text); off: the order the dataset gives, as in the paper."
+        },
+    )
+
+
 def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     """Parse `--config file.yaml` plus command-line overrides into the given dataclasses.
 

@@ -35,6 +35,7 @@ from trl import GRPOConfig, ModelConfig, RLOOConfig, get_peft_config
 
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config
 from medrlvr_trl.modeling import cast_saved_weights, local_model_path, precision_record, trainable_dtype
+from medrlvr_trl.option_order import shuffled_rows, use_epoch_views
 from medrlvr_trl.preemption import PreemptionCallback, PreemptionHandler
 from medrlvr_trl.progress import TrainerProgress
 from medrlvr_trl.prompts import build_prompt, get_template
@@ -66,6 +67,7 @@ CARD_KEYS = (
     "generation_batch_size",
     "max_steps",
     "seed",
+    "shuffle_options",
 )
 
 
@@ -314,9 +316,18 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
     rows, skipped, tokenizer = load_rows_and_tokenizer(
         script_args, model_args, recipe=kind, may_add_pad=False
     )
-    dataset = prompt_dataset(
-        rows, tokenizer, template=script_args.prompt_template, max_prompt_length=args.max_prompt_length
-    )
+
+    def epoch_dataset(epoch: int) -> Dataset:
+        """One epoch's prompts (`shuffle_options`: that epoch's option orders)."""
+        epoch_rows = shuffled_rows(rows, seed=args.seed, epoch=epoch) if args.shuffle_options else rows
+        return prompt_dataset(
+            epoch_rows,
+            tokenizer,
+            template=script_args.prompt_template,
+            max_prompt_length=args.max_prompt_length,
+        )
+
+    dataset = epoch_dataset(0)
     plan = plan_generations(args, len(dataset))
     logger.info(
         "%s: %d updates of %d completions\n%s",
@@ -348,6 +359,8 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
+    if args.shuffle_options:
+        use_epoch_views(trainer, epoch_dataset)
     with PreemptionHandler() as preemption:
         # Stops only between generation batches: a run resumed inside one would not get it back.
         every = args.optimizer_steps_per_update

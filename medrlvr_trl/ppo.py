@@ -34,6 +34,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
+from datasets import Dataset
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 from trl.experimental.ppo import ppo_trainer as trl_ppo
@@ -192,7 +194,10 @@ class MedRLVRPPOTrainer(PPOTrainer):
         eval_dataset=None,
         peft_config=None,
         callbacks=None,
+        epoch_prompts: Callable[[int], tuple[Dataset, GoldTable]] | None = None,
     ) -> None:
+        """`epoch_prompts(epoch)`, when given, is each epoch's (prompts, gold): `shuffle_options` draws a
+        new option order per epoch (`train_dataset` and `gold` are epoch 0's)."""
         if processing_class.pad_token_id == processing_class.eos_token_id:
             raise ValueError("pad and eos tokens must differ (response length is read at the first pad)")
         reward = VerifierRewardModel(
@@ -268,6 +273,7 @@ class MedRLVRPPOTrainer(PPOTrainer):
         }
         self.generation_config = GenerationConfig(**self.generation_kwargs)
         self._epoch_order: tuple[int, torch.Tensor] | None = None
+        self._epoch_prompts, self._prompts_epoch = epoch_prompts, 0
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         """One AdamW over policy and critic, the critic in its own parameter groups at `critic_learning_rate`.
@@ -308,6 +314,10 @@ class MedRLVRPPOTrainer(PPOTrainer):
         """This process's prompts for `update` (1-based): a fixed shuffle per epoch, so resume is exact."""
         plan, rank = self.plan, self.accelerator.process_index
         epoch, index = divmod(update - 1, plan.updates_per_epoch)
+        if self._epoch_prompts is not None and self._prompts_epoch != epoch:
+            self.train_dataset, epoch_gold = self._epoch_prompts(epoch)
+            self.gold.replace_with(epoch_gold)  # the reward model reads this same table
+            self._prompts_epoch = epoch
         if self._epoch_order is None or self._epoch_order[0] != epoch:
             generator = torch.Generator().manual_seed(self.args.seed + epoch)
             self._epoch_order = (epoch, torch.randperm(self.train_dataset_len, generator=generator))

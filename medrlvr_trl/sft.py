@@ -18,7 +18,7 @@ from typing import Any
 import datasets
 from trl import SFTConfig
 
-from medrlvr_trl.configs import FinalModelOptions
+from medrlvr_trl.configs import FinalModelOptions, OptionOrderOptions
 from medrlvr_trl.evaluation import RUN_INFO_FILENAME
 from medrlvr_trl.prompts import TARGET_STYLES, answer_target, build_prompt, get_template
 from medrlvr_trl.user_errors import UserError
@@ -32,7 +32,7 @@ SFT_ANSWER_MODE = "direct"
 
 
 @dataclass
-class MedSFTConfig(FinalModelOptions, SFTConfig):
+class MedSFTConfig(FinalModelOptions, OptionOrderOptions, SFTConfig):
     """TRL's `SFTConfig` plus the options of the matched baseline."""
 
     sft_target: str = field(
@@ -54,6 +54,8 @@ class MedSFTConfig(FinalModelOptions, SFTConfig):
         super().__post_init__()
         if self.sft_target not in TARGET_STYLES:
             raise ValueError(f"sft_target: got {self.sft_target!r}; choose one of {list(TARGET_STYLES)}")
+        if self.shuffle_options and self.packing:
+            raise ValueError("shuffle_options cannot be combined with packing: set one of them to false")
 
 
 def build_sft_dataset(rows: datasets.Dataset, *, template: str, target: str) -> datasets.Dataset:

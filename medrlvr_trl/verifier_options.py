@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medrlvr_trl.configs import FinalModelOptions
+from medrlvr_trl.configs import FinalModelOptions, OptionOrderOptions
 from medrlvr_trl.dynamics import StageThresholds
 from medrlvr_trl.reward_terms import (
     DEFAULT_REWARDS,
@@ -22,7 +22,7 @@ from medrlvr_trl.runlog import COMPLETIONS_FILE
 
 
 @dataclass
-class VerifierOptions(FinalModelOptions):
+class VerifierOptions(FinalModelOptions, OptionOrderOptions):
     """The Med-RLVR reward and logging options; bad values fail when the config is built."""
 
     verifier_mode: str = field(default="paper", metadata={"help": "'paper' or 'strict' format check."})

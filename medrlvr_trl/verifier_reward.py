@@ -52,6 +52,10 @@ class GoldTable:
             )
         self._by_prompt.setdefault(key, gold)
 
+    def replace_with(self, other: GoldTable) -> None:
+        """Hold `other`'s prompts instead of these (a new epoch's option orders)."""
+        self._by_prompt = other._by_prompt
+
     def lookup(self, padded_prompt: torch.Tensor) -> Gold:
         """Gold for one left-padded prompt row; an unknown prompt is an error, never a silent zero."""
         ids = padded_prompt[padded_prompt != self.pad_token_id].tolist()

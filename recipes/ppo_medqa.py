@@ -34,6 +34,7 @@ from medrlvr_trl.modeling import (  # noqa: E402
     precision_record,
     trainable_dtype,
 )
+from medrlvr_trl.option_order import shuffled_rows  # noqa: E402
 from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer, plan_batches  # noqa: E402
 from medrlvr_trl.preemption import PreemptionHandler  # noqa: E402
 from medrlvr_trl.progress import TrainerProgress  # noqa: E402
@@ -65,9 +66,20 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     rows, skipped, tokenizer = load_rows_and_tokenizer(script_args, model_args, recipe="ppo")
-    train_dataset, gold = tokenize_prompts(
-        rows, tokenizer, template=script_args.prompt_template, max_prompt_length=ppo_args.max_prompt_length
-    )
+
+    def epoch_prompts(epoch: int):
+        """One epoch's tokenised prompts and gold table (`shuffle_options`: that epoch's option orders)."""
+        epoch_rows = (
+            shuffled_rows(rows, seed=ppo_args.seed, epoch=epoch) if ppo_args.shuffle_options else rows
+        )
+        return tokenize_prompts(
+            epoch_rows,
+            tokenizer,
+            template=script_args.prompt_template,
+            max_prompt_length=ppo_args.max_prompt_length,
+        )
+
+    train_dataset, gold = epoch_prompts(0)
     set_seed(ppo_args.seed)  # the critic's fresh scalar head is drawn here: same seed, same run
     master = trainable_dtype(model_args.dtype, ppo_args)  # fp32 unless DeepSpeed keeps fp32 masters itself
     policy = load_policy(model_args.model_name_or_path, model_args, tokenizer, dtype=master)
@@ -92,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         train_dataset=train_dataset,
         gold=gold,
         peft_config=get_peft_config(model_args),
+        epoch_prompts=epoch_prompts if ppo_args.shuffle_options else None,
     )
     trainer.add_callback(TrainerProgress("PPO", unit="updates"))
     with PreemptionHandler() as preemption:
@@ -129,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
                     "batch_size",
                     "total_episodes",
                     "seed",
+                    "shuffle_options",
                 )
             },
             "final_metrics": last_metrics(trainer.state.log_history, kl_key="objective/kl"),

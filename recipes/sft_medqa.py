@@ -34,6 +34,7 @@ from medrlvr_trl.modeling import (  # noqa: E402
     precision_record,
     trainable_dtype,
 )
+from medrlvr_trl.option_order import shuffled_rows, use_epoch_views  # noqa: E402
 from medrlvr_trl.preemption import PreemptionCallback, PreemptionHandler  # noqa: E402
 from medrlvr_trl.progress import TrainerProgress  # noqa: E402
 from medrlvr_trl.sft import (  # noqa: E402
@@ -81,9 +82,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
         limit=script_args.max_train_samples,
         skip_invalid_rows=script_args.skip_invalid_rows,
     )
-    train_dataset = build_sft_dataset(
-        train_rows, template=script_args.prompt_template, target=training_args.sft_target
-    )
+
+    def epoch_examples(epoch: int):
+        """One epoch's prompt-completion examples (`shuffle_options`: that epoch's option orders)."""
+        rows = train_rows
+        if training_args.shuffle_options:
+            rows = shuffled_rows(train_rows, seed=training_args.seed, epoch=epoch)
+        return build_sft_dataset(rows, template=script_args.prompt_template, target=training_args.sft_target)
+
+    train_dataset = epoch_examples(0)
     eval_dataset = None
     if training_args.eval_strategy != "no":
         eval_rows = load_mcqa(
@@ -112,6 +119,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
+    if training_args.shuffle_options:  # later epochs are tokenised by SFTTrainer's own preparation
+        use_epoch_views(
+            trainer,
+            lambda epoch: trainer._prepare_dataset(
+                epoch_examples(epoch), tokenizer, training_args, False, None, "train"
+            ),
+        )
     with PreemptionHandler() as preemption:
         trainer.add_callback(PreemptionCallback(preemption, trainer.accelerator))
         trainer.add_callback(TrainerProgress("SFT"))
@@ -132,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         target=training_args.sft_target,
     )
     info["skipped_rows"] = skipped.as_record()
+    info["shuffle_options"] = training_args.shuffle_options
     if trainer.is_world_process_zero():
         cast_saved_weights(output_dir, training_args.final_model_dtype)
         precision = precision_record(training_args, model)
