@@ -206,7 +206,7 @@ def _read_hub(source: str, split: str) -> tuple[str, str, list[tuple[int, Any]]]
     if offline_env and not datasets.config.HF_HUB_OFFLINE:
         raise DataSourceError(f"cannot load {origin}: the Hub is offline (HF_HUB_OFFLINE is set); {hint}")
     try:
-        dataset = datasets.load_dataset(repo, config or None, split=split)
+        dataset = _load_hub_split(repo, config, split)
     except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: script datasets (datasets >= 4)
         reason = (
             "the Hub is unreachable (HF_HUB_OFFLINE is set, or no connection)"
@@ -215,6 +215,24 @@ def _read_hub(source: str, split: str) -> tuple[str, str, list[tuple[int, Any]]]
         )
         raise DataSourceError(f"cannot load {origin}: {reason}; {hint}") from err
     return origin, repo.rsplit("/", 1)[-1], list(enumerate(dataset.to_list(), start=1))
+
+
+PARQUET_EXPORT = "refs/convert/parquet"
+"""The Hub's own parquet conversion of a dataset, one folder per config (`config/split/*.parquet`)."""
+
+
+def _load_hub_split(repo: str, config: str, split: str) -> datasets.Dataset:
+    """One split of a Hub dataset. A dataset published as a loading script (bigbio's `med_qa`), which
+    `datasets` >= 4 no longer runs, is read from the Hub's parquet export of the named config instead."""
+    try:
+        return datasets.load_dataset(repo, config or None, split=split)
+    except RuntimeError as err:
+        if not config or "scripts are no longer supported" not in str(err):
+            raise
+    logger.info(
+        "%s is a loading script; reading config %s from its parquet export (%s)", repo, config, PARQUET_EXPORT
+    )
+    return datasets.load_dataset(repo, data_dir=config, split=split, revision=PARQUET_EXPORT)
 
 
 def _filter_category(rows: list[tuple[int, Any]], category: str, origin: str) -> list[tuple[int, Any]]:

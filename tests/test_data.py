@@ -428,6 +428,51 @@ def test_hub_config_after_a_colon_is_passed_as_the_config_name(monkeypatch):
     assert (ds[0]["id"], ds[0]["source"], ds[0]["answer"]) == ("med_qa-validation-1", "med_qa", "B")
 
 
+def test_a_script_dataset_is_read_from_the_hub_s_parquet_export_of_its_config(monkeypatch):
+    """datasets >= 4 refuses bigbio's loading script; the recipe configs' default must still load."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    calls = []
+
+    def fake_load_dataset(repo, config=None, *, split, data_dir=None, revision=None):
+        calls.append((repo, config, data_dir, revision, split))
+        if revision is None:
+            raise RuntimeError("Dataset scripts are no longer supported, but found med_qa.py")
+        row = {
+            "question": "Q?",
+            "options": [{"key": "A", "value": "a"}, {"key": "B", "value": "b"}],
+            "answer_idx": "A",
+        }
+        return datasets.Dataset.from_list([row])
+
+    monkeypatch.setattr(data.datasets, "load_dataset", fake_load_dataset)
+
+    ds = load_mcqa("bigbio/med_qa:med_qa_en_source", "train")
+
+    assert calls == [
+        ("bigbio/med_qa", "med_qa_en_source", None, None, "train"),
+        ("bigbio/med_qa", None, "med_qa_en_source", "refs/convert/parquet", "train"),
+    ]
+    assert (ds[0]["answer"], ds[0]["options"]) == ("A", ["a", "b"])
+
+
+def test_a_script_dataset_without_a_parquet_export_is_one_clear_error(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+
+    def fake_load_dataset(repo, config=None, *, split, data_dir=None, revision=None):
+        if revision is None:
+            raise RuntimeError("Dataset scripts are no longer supported, but found med_qa.py")
+        raise FileNotFoundError(f"Unable to find 'hf://datasets/{repo}@{revision}/{data_dir}'")
+
+    monkeypatch.setattr(data.datasets, "load_dataset", fake_load_dataset)
+
+    with pytest.raises(
+        DataSourceError, match=r"'bigbio/med_qa:med_qa_en_source'.*Unable to find.*local path"
+    ):
+        load_mcqa("bigbio/med_qa:med_qa_en_source", "train")
+
+
 # --- train/test overlap ------------------------------------------------------------------------------------
 
 
