@@ -104,8 +104,9 @@ def build_trainer(name: str, case: dict, *, updates: int):
 
     from medrlvr_trl import memory_plan, ppo
     from medrlvr_trl.modeling import trainable_dtype
+    from medrlvr_trl.rewards import Gold
+    from medrlvr_trl.rewards.reward_model import GoldTable
     from medrlvr_trl.tiny import build_tiny
-    from medrlvr_trl.verifier_reward import Gold, GoldTable
 
     out = Path(tempfile.mkdtemp(prefix=f"bench-memory-{name}-"))
     args, model_args, folder, config = _case_config(name, case, out, updates)

@@ -86,7 +86,7 @@ def run_one(which: str, args: argparse.Namespace) -> dict:
 
     from medrlvr_trl.data import load_mcqa
     from medrlvr_trl.modeling import load_policy, load_tokenizer, load_value_model
-    from medrlvr_trl.verifier_reward import tokenize_prompts
+    from medrlvr_trl.rewards.reward_model import tokenize_prompts
 
     model_dir = str(_model_dir(args.shape))
     dtype = "bfloat16" if args.bf16 else "float32"

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from bench_lookup_learning import IGNORE, pad_rows, tie_query_key_init
 from machine import machine_line
+from tokenizers import AddedToken
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from medrlvr_trl import demo_task
@@ -85,6 +86,15 @@ class ScanDrills:
         return pad_rows([self.row() for _ in range(size)], self.tokenizer.pad_token_id)
 
 
+def add_term_tokens(tokenizer, model) -> None:
+    """One vocabulary entry per knowledge-table term (and its capitalised form), matched as a word."""
+    facts = demo_task.read_knowledge(demo_task.DEFAULT_KNOWLEDGE)
+    terms = sorted({f.object for f in facts} | {f.subject for f in facts})
+    forms = sorted({t for term in terms for t in (term, term[:1].upper() + term[1:])})
+    tokenizer.add_tokens([AddedToken(t, single_word=True, normalized=False) for t in forms])
+    model.resize_token_embeddings(len(tokenizer))
+
+
 def prose_stream(tokenizer) -> torch.Tensor:
     documents = Path(DEFAULT_CORPUS).read_text(encoding="utf-8").split("\n\n")
     prose = [d for d in documents if d.strip() and not any(marker in d for marker in LIST_MARKERS)]
@@ -119,6 +129,13 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=3e-3)
     parser.add_argument("--medical_words", type=float, default=0.0, help="share of in-context drills")
     parser.add_argument("--max_new_tokens", type=int, default=96)
+    parser.add_argument(
+        "--single_token_terms",
+        action="store_true",
+        help="add every knowledge-table term to the vocabulary as one token, so each copy is one token",
+    )
+    parser.add_argument("--probe_every", type=int, default=0, help="score gold_given on 64 questions")
+    parser.add_argument("--save_to", default="", help="save the trained model and tokenizer here")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--build_dir", default="build/bench/scan_drills")
     parser.add_argument("--out", default="runs/bench/scan_drills.json")
@@ -129,6 +146,8 @@ def main() -> None:
     init = build_tiny(args.build_dir, demo_tiny_spec()).policy
     tokenizer = AutoTokenizer.from_pretrained(str(init), padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(str(init), dtype=torch.float32)
+    if args.single_token_terms:
+        add_term_tokens(tokenizer, model)
     tie_query_key_init(model)
     drills, stream = ScanDrills(tokenizer, args.medical_words, args.seed), prose_stream(tokenizer)
     generator = torch.Generator().manual_seed(args.seed)
@@ -140,6 +159,8 @@ def main() -> None:
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {stream.numel()} prose tokens"
     )
     print(f"{args}\n\n| step | seconds | prose loss | drill loss |\n| ---: | ---: | ---: | ---: |")
+    rows = [json.loads(line) for line in Path(TEST_FILE).read_text(encoding="utf-8").splitlines()]
+    probe_settings = GenerationSettings(max_new_tokens=64, batch_size=32)
     start, curve = time.perf_counter(), []
     model.train()
     for step in range(args.steps):
@@ -165,9 +186,17 @@ def main() -> None:
                 {"step": step, "seconds": round(seconds), "prose": prose_loss, "drill": drill_loss.item()}
             )
             print(f"| {step} | {seconds:.0f} | {prose_loss:.3f} | {drill_loss.item():.3f} |", flush=True)
+        if args.probe_every and (step + 1) % args.probe_every == 0:
+            model.eval()
+            probe = score(model, tokenizer, rows[:64], " <think> The answer is {gold}.", probe_settings)
+            model.train()
+            curve.append({"step": step, "gold_given_64": probe["accuracy"]})
+            print(
+                f"probe at step {step + 1}: gold given {100 * probe['accuracy']:.1f}% (64 questions)",
+                flush=True,
+            )
     train_seconds = time.perf_counter() - start
 
-    rows = [json.loads(line) for line in Path(TEST_FILE).read_text(encoding="utf-8").splitlines()]
     greedy = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=32)
     sampled = GenerationSettings(
         max_new_tokens=args.max_new_tokens, batch_size=32, do_sample=True, seed=args.seed
@@ -183,6 +212,9 @@ def main() -> None:
             f"{name}: accuracy {100 * result['accuracy']:.1f}%, format-valid {100 * result['format_valid']:.1f}%"
         )
         print("  e.g. " + result["example"].replace("\n", " / "))
+    if args.save_to:
+        model.save_pretrained(args.save_to)
+        tokenizer.save_pretrained(args.save_to)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     record = {"args": vars(args), "train_seconds": round(train_seconds), "curve": curve, "results": results}
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")

@@ -7,8 +7,8 @@ Med-RLVR reaches them through public seams:
 - config: TRL's config plus `VerifierTrainingOptions` (the PPO config's reward, logging and resume
   options, and `total_completions` for compute matched to PPO);
 - data: a `prompt` column of plain text (base model, no chat template) and the gold answer in the
-  columns `trl_rewards` reads (`prompt_dataset`);
-- reward: one TRL reward function per term of the reward registry (`trl_rewards.reward_functions`);
+  columns `rewards.reward_funcs` reads (`prompt_dataset`);
+- reward: one TRL reward function per term of the reward registry (`rewards.reward_funcs.reward_functions`);
 - logs: the first reward function hands each generation batch to `rollout_log.RolloutLog`, which
   writes PPO-format `metrics.jsonl` / `completions.jsonl` for the dynamics report;
 - final save: the policy and `run_info.json` with `answer_mode: cot`, as the PPO recipe saves it;
@@ -47,11 +47,11 @@ from medrlvr_trl.recipe_setup import (
     model_card_text,
     setup_logging,
 )
+from medrlvr_trl.rewards.reward_funcs import reward_functions
+from medrlvr_trl.rewards.reward_model import tokenize_prompts
 from medrlvr_trl.rollout_log import RolloutLog
-from medrlvr_trl.trl_rewards import reward_functions
 from medrlvr_trl.user_errors import UserError
 from medrlvr_trl.verifier_options import VerifierOptions
-from medrlvr_trl.verifier_reward import tokenize_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def plan_generations(args: VerifierTrainingOptions, train_size: int) -> Generati
 def prompt_dataset(
     rows: Dataset, tokenizer: PreTrainedTokenizerBase, *, template: str, max_prompt_length: int
 ) -> Dataset:
-    """The trainers' dataset: a plain-text `prompt` plus the gold columns (`trl_rewards.GOLD_COLUMNS`).
+    """The trainers' dataset: a plain-text `prompt` plus the gold columns (`rewards.reward_funcs.GOLD_COLUMNS`).
 
     The prompts first pass the PPO recipe's checks (none longer than `max_prompt_length`, none holding
     the pad token, no two rows with one prompt and different answers), so every method trains on the

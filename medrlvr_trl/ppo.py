@@ -57,11 +57,11 @@ from medrlvr_trl.dynamics import CompletionFeatures, completion_features, summar
 from medrlvr_trl.modeling import cast_saved_weights
 from medrlvr_trl.preemption import PreemptionHandler
 from medrlvr_trl.recipe_setup import model_card_text
-from medrlvr_trl.rewards import Verdict
+from medrlvr_trl.rewards import Gold, Verdict
+from medrlvr_trl.rewards.reward_model import GoldTable, VerifierRewardModel
 from medrlvr_trl.runlog import COMPLETIONS_FILE, METRICS_FILE
 from medrlvr_trl.user_errors import UserError
 from medrlvr_trl.verifier_options import VerifierOptions
-from medrlvr_trl.verifier_reward import Gold, GoldTable, VerifierRewardModel
 
 logger = logging.getLogger(__name__)
 

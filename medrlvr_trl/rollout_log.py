@@ -22,14 +22,14 @@ from typing import Any
 
 from medrlvr_trl import runlog
 from medrlvr_trl.dynamics import CompletionFeatures, StageThresholds, completion_features, summarise
+from medrlvr_trl.rewards.reward_funcs import ScoredCompletion
 from medrlvr_trl.runlog import COMPLETIONS_FILE, METRICS_FILE
-from medrlvr_trl.trl_rewards import ScoredCompletion
 
 logger = logging.getLogger(__name__)
 
 
 class RolloutLog:
-    """The `on_batch` hook of `trl_rewards.reward_functions`: logs each generation batch as one update.
+    """The `on_batch` hook of `rewards.reward_funcs.reward_functions`: logs each generation batch as one update.
 
     Every process scores its share of a batch; the rows are gathered so that the main process writes
     them once. The metrics also go to TRL's own logs (its `log_metric`), next to its loss and KL.

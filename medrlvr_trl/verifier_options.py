@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 
 from medrlvr_trl.configs import FinalModelOptions, OptionOrderOptions
 from medrlvr_trl.dynamics import StageThresholds
-from medrlvr_trl.reward_terms import (
+from medrlvr_trl.rewards import RewardValues
+from medrlvr_trl.rewards.terms import (
     DEFAULT_REWARDS,
     REWARD_TERMS,
     RewardMix,
     warn_if_penalties_outweigh_format,
 )
-from medrlvr_trl.rewards import RewardValues
 from medrlvr_trl.runlog import COMPLETIONS_FILE
 
 

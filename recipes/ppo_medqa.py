@@ -46,8 +46,8 @@ from medrlvr_trl.recipe_setup import (  # noqa: E402
     log_dry_run,
     setup_logging,
 )
+from medrlvr_trl.rewards.reward_model import tokenize_prompts  # noqa: E402
 from medrlvr_trl.user_errors import run_command  # noqa: E402
-from medrlvr_trl.verifier_reward import tokenize_prompts  # noqa: E402
 
 logger = logging.getLogger("ppo_medqa")
 

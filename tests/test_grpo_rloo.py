@@ -30,11 +30,10 @@ from medrlvr_trl.modeling import load_tokenizer
 from medrlvr_trl.ppo import MedRLVRPPOConfig, plan_batches
 from medrlvr_trl.prompts import build_prompt
 from medrlvr_trl.recipe_setup import MEDQA_TRAIN_ROWS
-from medrlvr_trl.reward_terms import RewardMix
-from medrlvr_trl.rewards import RewardValues, verify
+from medrlvr_trl.rewards import Gold, RewardValues, verify
+from medrlvr_trl.rewards.reward_funcs import reward_functions, score_completions
+from medrlvr_trl.rewards.terms import RewardMix
 from medrlvr_trl.rollout_log import COMPLETIONS_FILE, METRICS_FILE, RolloutLog
-from medrlvr_trl.trl_rewards import reward_functions, score_completions
-from medrlvr_trl.verifier_reward import Gold
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes"))

@@ -15,8 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from medrlvr_trl.data import load_mcqa
 from medrlvr_trl.modeling import load_tokenizer
 from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer, Rollouts, _verifier_reward_seam, plan_batches
-from medrlvr_trl.rewards import verify
-from medrlvr_trl.verifier_reward import Gold, GoldTable, VerifierRewardModel, tokenize_prompts
+from medrlvr_trl.rewards import Gold, verify
+from medrlvr_trl.rewards.reward_model import GoldTable, VerifierRewardModel, tokenize_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes"))

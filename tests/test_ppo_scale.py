@@ -16,7 +16,7 @@ from trl.experimental.utils import get_reward
 from medrlvr_trl.data import load_mcqa
 from medrlvr_trl.modeling import load_policy, load_tokenizer, load_value_model
 from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer, PolicyAndCritic, _forward_inputs
-from medrlvr_trl.verifier_reward import tokenize_prompts
+from medrlvr_trl.rewards.reward_model import tokenize_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DATA = REPO / "data" / "demo" / "medqa"

@@ -13,9 +13,9 @@ from datasets import Dataset
 from medrlvr_trl.dynamics import Stage, StageThresholds
 from medrlvr_trl.modeling import load_tokenizer
 from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer, Rollouts
-from medrlvr_trl.reward_terms import RewardMix, warn_if_penalties_outweigh_format
-from medrlvr_trl.rewards import RewardValues, verify
-from medrlvr_trl.verifier_reward import Gold, VerifierRewardModel, tokenize_prompts
+from medrlvr_trl.rewards import Gold, RewardValues, verify
+from medrlvr_trl.rewards.reward_model import VerifierRewardModel, tokenize_prompts
+from medrlvr_trl.rewards.terms import RewardMix, warn_if_penalties_outweigh_format
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes"))

@@ -22,8 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from medrlvr_trl.dynamics import DEFAULT_THRESHOLDS, StageThresholds, answer_leaked, word_count
-from medrlvr_trl.rewards import RewardValues, Verdict, check_format, extract_letter
-from medrlvr_trl.verifier_reward import Gold
+from medrlvr_trl.rewards.verifier import Gold, RewardValues, Verdict, check_format, extract_letter
 
 logger = logging.getLogger(__name__)
 

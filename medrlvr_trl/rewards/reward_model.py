@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from datasets import Dataset
@@ -16,20 +15,10 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from medrlvr_trl.prompts import build_prompt
-from medrlvr_trl.rewards import RewardValues, Verdict, verify
+from medrlvr_trl.rewards.verifier import Gold, RewardValues, Verdict, verify
 from medrlvr_trl.user_errors import UserError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Gold:
-    """What the verifier needs to know about one prompt."""
-
-    answer: str
-    num_options: int
-    id: str
-    options: tuple[str, ...] = ()  # option texts in letter order (leak detection reads them)
 
 
 class GoldTable:

@@ -2,7 +2,7 @@
 
 TRL's critic-free trainers take `reward_funcs`: callables `fn(prompts, completions, **columns)` that
 return one float per completion, where `columns` are the dataset's other columns repeated once per
-completion. Each term of `reward_terms.RewardMix` becomes one such function, named after the term
+completion. Each term of `rewards.terms.RewardMix` becomes one such function, named after the term
 (so TRL logs `rewards/verifier/mean`, `rewards/no_leak/mean`, ...), and the mix's weights become
 TRL's `reward_weights`; TRL's weighted sum is then exactly what PPO receives from `RewardMix.total`.
 
@@ -23,9 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from medrlvr_trl.reward_terms import REWARD_TERMS, RewardMix
-from medrlvr_trl.rewards import RewardValues, Verdict, verify
-from medrlvr_trl.verifier_reward import Gold
+from medrlvr_trl.rewards.terms import REWARD_TERMS, RewardMix
+from medrlvr_trl.rewards.verifier import Gold, RewardValues, Verdict, verify
 
 logger = logging.getLogger(__name__)
 

@@ -97,6 +97,16 @@ class Verdict:
     reward: float
 
 
+@dataclass(frozen=True)
+class Gold:
+    """What the verifier needs to know about one prompt."""
+
+    answer: str
+    num_options: int
+    id: str
+    options: tuple[str, ...] = ()  # option texts in letter order (leak detection reads them)
+
+
 _EMPHASIS_RE = re.compile(
     r"""
     (?P<mark>\*\*|__|\*)         # a Markdown bold or italic marker: "**C**", "__C__", "*C*"
