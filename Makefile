@@ -37,11 +37,11 @@ lint: install
 
 # The whole pipeline offline on the tiny model: pretrain (cached) -> SFT -> PPO -> eval -> report.
 demo: install
-	$(BIN)/python -m medrlvr_trl.demo $(ARGS)
+	$(BIN)/python -m demo.run $(ARGS)
 
 # The second seed of the demo's learning-bar check (reuses the cached base model).
 demo-seed1: install
-	$(BIN)/python -m medrlvr_trl.demo --seed 1 --output_dir runs/demo-seed1 $(ARGS)
+	$(BIN)/python -m demo.run --seed 1 --output_dir runs/demo-seed1 $(ARGS)
 
 # The offline tiny model the tiny configs point at (cached: rebuilt only when its inputs change).
 # `make demo`, then GRPO and RLOO from the same cached base with as many completions as PPO, and one

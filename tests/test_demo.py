@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from medrlvr_trl.demo import (
+from demo.pretrain import PretrainSpec, corpus_token_stream, demo_tiny_spec, pretrain_base
+from demo.run import (
     CONFIG_DIR,
     comparison_table,
     learning_bar,
@@ -19,7 +20,6 @@ from medrlvr_trl.demo import (
     rollouts_per_update,
     window_mean,
 )
-from medrlvr_trl.pretrain import PretrainSpec, corpus_token_stream, demo_tiny_spec, pretrain_base
 from medrlvr_trl.tiny import TinySpec
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,15 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from medrlvr_trl.demo_task import (
-    GENERATED_FILES,
-    KNOWLEDGE_HEADER,
-    MEDQA_TEST_FILE,
-    MEDQA_TRAIN_FILE,
-    MMLU_TEST_FILE,
-    main,
-    read_knowledge,
-)
+from demo.knowledge import KNOWLEDGE_HEADER, read_knowledge
+from demo.task import GENERATED_FILES, MEDQA_TEST_FILE, MEDQA_TRAIN_FILE, MMLU_TEST_FILE, main
 from medrlvr_trl.prompts import LETTERS, TEMPLATES
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
@@ -43,7 +36,7 @@ def test_cli_regenerates_the_shipped_files_byte_for_byte(tmp_path):
     main(["--out", str(tmp_path), "--knowledge", str(KNOWLEDGE)])
     for name in GENERATED_FILES:
         assert (tmp_path / name).read_bytes() == (DEMO / name).read_bytes(), (
-            f"data/demo/{name} is stale; regenerate with: python -m medrlvr_trl.demo_task --out data/demo"
+            f"data/demo/{name} is stale; regenerate with: python -m demo.task --out data/demo"
         )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from medrlvr_trl.dynamics import (
 from medrlvr_trl.rewards import Verdict, verify
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "recipes"))
 import dynamics_report  # noqa: E402
 
 # One question (allergic conjunctivitis), gold C; the completions below are written for it.

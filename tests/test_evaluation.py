@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_sft import load_recipe
 
 from medrlvr_trl import evaluation
 from medrlvr_trl.data import QuestionIndex, unique_question_indices
@@ -56,15 +56,6 @@ from medrlvr_trl.plots import plot_accuracy_bars
 from medrlvr_trl.stats import bootstrap_std
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_recipe(name: str):
-    """Import a recipe script as a fresh module (recipes are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses defined in the script look their module up here
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_medqa(folder: Path, split: str, n: int) -> Path:

@@ -4,7 +4,6 @@ runs on the tiny model that log like PPO and save a model evaluation prompts wit
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +35,6 @@ from medrlvr_trl.rewards.terms import RewardMix
 from medrlvr_trl.rollout_log import COMPLETIONS_FILE, METRICS_FILE, RolloutLog
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "recipes"))
 import dynamics_report  # noqa: E402
 import grpo_medqa  # noqa: E402
 import rloo_medqa  # noqa: E402

@@ -5,7 +5,6 @@ bench/bench_memory_plan.py (numbers in docs/benchmarks.md), not here."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from medrlvr_trl.memory_plan import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "recipes"))
 
 import ppo_medqa  # noqa: E402
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from test_sft import load_recipe
 
 from medrlvr_trl import option_order
 from medrlvr_trl.data import load_mcqa
@@ -21,14 +20,6 @@ DEMO_DATA = REPO / "data" / "demo" / "medqa"
 TINY_CONFIGS = REPO / "recipes" / "configs" / "tiny"
 ROWS = 8
 SEED = 3
-
-
-def load_recipe(name: str):
-    sys.path.insert(0, str(REPO))
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

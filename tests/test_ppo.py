@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +18,6 @@ from medrlvr_trl.rewards import Gold, verify
 from medrlvr_trl.rewards.reward_model import GoldTable, VerifierRewardModel, tokenize_prompts
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "recipes"))
 import ppo_medqa  # noqa: E402
 
 LETTERS = "ABCD"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +17,6 @@ from medrlvr_trl.rewards.reward_model import VerifierRewardModel, tokenize_promp
 from medrlvr_trl.rewards.terms import RewardMix, warn_if_penalties_outweigh_format
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "recipes"))
 import ppo_medqa  # noqa: E402
 
 OPTIONS = ("Loratadine tablets", "Artificial tears", "Ketotifen", "Prednisolone", "Timolol")

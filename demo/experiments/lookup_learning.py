@@ -22,8 +22,8 @@ after the options list (the list itself is random, so it is never scored).
 The probe asks one key of a fresh `--probe_options`-option list (chance 1 / that) over words that also
 appear in training, so their embeddings are trained and only the lookup itself is measured.
 
-    python bench/bench_lookup_learning.py --steps 3000                   # 2-6 options, probe 5
-    python bench/bench_lookup_learning.py --steps 1500 --max_options 2 --probe_options 2  # control
+    python -m demo.experiments.lookup_learning --steps 3000                   # 2-6 options, probe 5
+    python -m demo.experiments.lookup_learning --steps 1500 --max_options 2 --probe_options 2  # control
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ import time
 from pathlib import Path
 
 import torch
-from machine import machine_line
 from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-from medrlvr_trl.pretrain import DEFAULT_CORPUS, demo_tiny_spec
+from bench.machine import machine_line
+from demo.pretrain import DEFAULT_CORPUS, demo_tiny_spec
 from medrlvr_trl.prompts import LETTERS
 from medrlvr_trl.tiny import build_tiny
 

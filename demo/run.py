@@ -1,7 +1,7 @@
 """`make demo`: the whole Med-RLVR experiment in miniature, offline, on a CPU.
 
 Stages (one log line each, a progress bar while it runs):
-  1. pretrain  the tiny base model on the demo corpus (`medrlvr_trl.pretrain`; cached in build/demo)
+  1. pretrain  the tiny base model on the demo corpus (`demo.pretrain`; cached in build/demo)
   2. sft       the matched answer-only baseline (`recipes/sft_medqa.py`)
   3. ppo       PPO with the verifier as the only reward (`recipes/ppo_medqa.py`)
   4. eval      base (direct and CoT prompts), SFT and PPO on the ID and OOD test sets
@@ -13,7 +13,7 @@ to `<output_dir>/logs/<stage>.log`), so the demo exercises the real entry points
 Nothing here decides whether RLVR "worked": the learning bar in `summary.json` is computed from the
 measured accuracies, and the table is printed whatever it shows.
 
-    python -m medrlvr_trl.demo [--seed 0] [--ppo_updates 150] [--output_dir runs/demo]
+    python -m demo.run [--seed 0] [--ppo_updates 150] [--output_dir runs/demo]
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from typing import Any
 
 import yaml
 
-from medrlvr_trl.pretrain import PretrainSpec, pretrain_base
+from demo.pretrain import PretrainSpec, pretrain_base
 from medrlvr_trl.tiny import TinySpec
 from medrlvr_trl.user_errors import run_command
 
-logger = logging.getLogger("medrlvr_trl.demo")
+logger = logging.getLogger("demo.run")
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "recipes" / "configs" / "demo"
@@ -538,7 +538,7 @@ def plot_ppo_curves(rows: Sequence[Mapping[str, Any]], path: Path, *, smooth: in
 
 def parse_options(argv: Sequence[str] | None = None) -> DemoOptions:
     parser = argparse.ArgumentParser(
-        prog="python -m medrlvr_trl.demo",
+        prog="python -m demo.run",
         description="Offline Med-RLVR in miniature: pretrain -> SFT -> PPO -> evaluation -> report.",
     )
     parser.add_argument("--output_dir", type=Path, default=DemoOptions.output_dir)

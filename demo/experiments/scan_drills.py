@@ -1,10 +1,10 @@
 """Does option-by-option scanning, trained into the demo's base model, carry over to the medical questions?
 
-`bench_lookup_learning.py --format scan` shows a tiny model learning to scan a lettered list ("C. hive
+`lookup_learning --format scan` shows a tiny model learning to scan a lettered list ("C. hive
 yes") in minutes when trained on nothing else. This benchmark asks the next question for `make demo`'s
 learning bar: pretrain a fresh model of the demo's exact shape (`pretrain.demo_tiny_spec`, tied q/k
 init) on the demo corpus's fact and filler prose (plain next-token loss) together with scan drills:
-non-medical quizzes from `demo_task` in the R1 template, answered as
+non-medical quizzes from `demo.corpus` in the R1 template, answered as
 
     <think> The capital of Peru is Lima.
     A. Quito no
@@ -20,8 +20,8 @@ without asking any medical fact. Then, on the 259 demo-MedQA test questions (5 o
 - `gold_given`: greedy after `<think> The answer is <gold option text>.`, i.e. the lookup alone;
 - `sampled`: temperature 1, the pool of right answers PPO would have to amplify.
 
-    python bench/bench_scan_drills.py --steps 900                    # prose + drills
-    python bench/bench_scan_drills.py --steps 1200 --prose_batch 0   # drills alone
+    python -m demo.experiments.scan_drills --steps 900                    # prose + drills
+    python -m demo.experiments.scan_drills --steps 1200 --prose_batch 0   # drills alone
 """
 
 from __future__ import annotations
@@ -34,14 +34,15 @@ import time
 from pathlib import Path
 
 import torch
-from bench_lookup_learning import IGNORE, pad_rows, tie_query_key_init
-from machine import machine_line
 from tokenizers import AddedToken
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from medrlvr_trl import demo_task
+from bench.machine import machine_line
+from demo import corpus, knowledge
+from demo.experiments.lookup_learning import IGNORE, pad_rows, tie_query_key_init
+from demo.pretrain import DEFAULT_CORPUS, corpus_token_stream, demo_tiny_spec
+from demo.questions import PositionDeck
 from medrlvr_trl.evaluation import GenerationSettings, generate_hf
-from medrlvr_trl.pretrain import DEFAULT_CORPUS, corpus_token_stream, demo_tiny_spec
 from medrlvr_trl.prompts import LETTERS, build_prompt
 from medrlvr_trl.rewards import verify
 from medrlvr_trl.tiny import build_tiny
@@ -56,21 +57,21 @@ class ScanDrills:
     def __init__(self, tokenizer, medical_words: float, seed: int) -> None:
         self.tokenizer, self.medical_words = tokenizer, medical_words
         self.rng = random.Random(seed)
-        self.deck = demo_task._PositionDeck(self.rng)
-        facts = demo_task.read_knowledge(demo_task.DEFAULT_KNOWLEDGE)
+        self.deck = PositionDeck(self.rng)
+        facts = knowledge.read_knowledge(knowledge.DEFAULT_KNOWLEDGE)
         self.terms = sorted({f.object for f in facts} | {f.subject for f in facts})
 
-    def _item(self) -> demo_task._QuizItem:
-        item = self.rng.choice(demo_task._QUIZZES)(self.rng)
+    def _item(self) -> corpus.QuizItem:
+        item = self.rng.choice(corpus.QUIZZES)(self.rng)
         if item.context and self.rng.random() < self.medical_words:
             gold, *pool = self.rng.sample(self.terms, 12)
             swap = lambda text: text.replace(item.gold, gold)  # noqa: E731
-            item = demo_task._QuizItem(item.stem, gold, tuple(pool), swap(item.facts), swap(item.context))
+            item = corpus.QuizItem(item.stem, gold, tuple(pool), swap(item.facts), swap(item.context))
         return item
 
     def row(self) -> tuple[list[int], list[int]]:
         item = self._item()
-        options, letter = demo_task._quiz_options(item, self.rng, self.deck)
+        options, letter = corpus.quiz_options(item, self.rng, self.deck)
         prompt = build_prompt(f"{item.context} {item.stem}".strip(), options, template="r1")
         scan = "".join(
             f"\n{LETTERS[i]}. {t} {'yes' if t == item.gold else 'no'}" for i, t in enumerate(options)
@@ -88,7 +89,7 @@ class ScanDrills:
 
 def add_term_tokens(tokenizer, model) -> None:
     """One vocabulary entry per knowledge-table term (and its capitalised form), matched as a word."""
-    facts = demo_task.read_knowledge(demo_task.DEFAULT_KNOWLEDGE)
+    facts = knowledge.read_knowledge(knowledge.DEFAULT_KNOWLEDGE)
     terms = sorted({f.object for f in facts} | {f.subject for f in facts})
     forms = sorted({t for term in terms for t in (term, term[:1].upper() + term[1:])})
     tokenizer.add_tokens([AddedToken(t, single_word=True, normalized=False) for t in forms])

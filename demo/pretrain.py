@@ -12,7 +12,7 @@ The result is an ordinary Hugging Face folder (model + tokenizer) that every rec
 it (tiny spec, pretraining spec, corpus bytes, library versions, this file) and written beside the
 target, then renamed into place, so an interrupted run never leaves a folder that looks finished.
 
-    python -m medrlvr_trl.pretrain --out build/demo [--steps 1200]
+    python -m demo.pretrain --out build/demo [--steps 1200]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medrlvr_trl import tiny
 from medrlvr_trl.tiny import TinySpec, _exclusive_lock, _swap_into_place, _versions, build_tiny
 from medrlvr_trl.user_errors import run_command
 
@@ -159,7 +160,7 @@ def _fingerprint(spec: PretrainSpec, corpus: str) -> str:
     spec_fields = dataclasses.asdict(spec)
     spec_fields.pop("corpus")
     spec_fields["tiny"].pop("extra_corpora")
-    tiny_source = Path(__file__).with_name("tiny.py").read_bytes()
+    tiny_source = Path(tiny.__file__).read_bytes()
     payload = {
         "builders": [
             hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
@@ -263,7 +264,7 @@ def _train(init_dir: Path, corpus: str, spec: PretrainSpec, out: Path) -> list[t
 def main(argv: Sequence[str] | None = None) -> PretrainResult:
     """Command line: pretrain (or reuse) the demo's base model and log where it is."""
     parser = argparse.ArgumentParser(
-        prog="python -m medrlvr_trl.pretrain", description="Pretrain the offline demo's tiny base model."
+        prog="python -m demo.pretrain", description="Pretrain the offline demo's tiny base model."
     )
     parser.add_argument("--out", default="build/demo", help="Build folder (default: build/demo).")
     parser.add_argument(
