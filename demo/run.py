@@ -376,7 +376,7 @@ def _rel(path: Path) -> str:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """PPO's metrics.jsonl rows (one per update), in update order."""
-    from medrlvr_trl.runlog import read_rows
+    from medrlvr_trl.run_logs import read_rows
 
     if not path.is_file():
         raise ValueError(f"{path} does not exist: the PPO stage wrote no metrics")

@@ -9,7 +9,7 @@ Med-RLVR reaches them through public seams:
 - data: a `prompt` column of plain text (base model, no chat template) and the gold answer in the
   columns `rewards.reward_funcs` reads (`prompt_dataset`);
 - reward: one TRL reward function per term of the reward registry (`rewards.reward_funcs.reward_functions`);
-- logs: the first reward function hands each generation batch to `rollout_log.RolloutLog`, which
+- logs: the first reward function hands each generation batch to `run_logs.RolloutLog`, which
   writes PPO-format `metrics.jsonl` / `completions.jsonl` for the dynamics report;
 - final save: the policy and `run_info.json` with `answer_mode: cot`, as the PPO recipe saves it;
 - stop signals: SIGTERM or SIGUSR1 ends the run at the next generation-batch boundary with a
@@ -20,7 +20,6 @@ Med-RLVR reaches them through public seams:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -33,7 +32,8 @@ from transformers import PreTrainedTokenizerBase
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, ModelConfig, RLOOConfig, get_peft_config
 
-from medrlvr_trl.configs import MCQAScriptArguments, parse_config
+from medrlvr_trl.checkpoint import checkpoint_step, resume_checkpoint
+from medrlvr_trl.configs import MCQAScriptArguments, VerifierOptions, parse_config
 from medrlvr_trl.modeling import cast_saved_weights, local_model_path, precision_record, trainable_dtype
 from medrlvr_trl.option_order import shuffled_rows, use_epoch_views
 from medrlvr_trl.preemption import PreemptionCallback, PreemptionHandler
@@ -44,18 +44,16 @@ from medrlvr_trl.recipe_setup import (
     last_metrics,
     load_rows_and_tokenizer,
     log_dry_run,
-    model_card_text,
     setup_logging,
 )
 from medrlvr_trl.rewards.reward_funcs import reward_functions
 from medrlvr_trl.rewards.reward_model import tokenize_prompts
-from medrlvr_trl.rollout_log import RolloutLog
+from medrlvr_trl.run_info import write_card_and_run_info
+from medrlvr_trl.run_logs import RolloutLog
 from medrlvr_trl.user_errors import UserError
-from medrlvr_trl.verifier_options import VerifierOptions
 
 logger = logging.getLogger(__name__)
 
-RUN_INFO_FILE = "run_info.json"  # read by medrlvr_trl.evaluation: answer mode and prompt template
 CARD_KEYS = (
     "learning_rate",
     "beta",
@@ -237,31 +235,6 @@ def check_vocabulary_fits(
         )
 
 
-def resume_checkpoint(args: Any) -> str | None:
-    """The checkpoint to continue from: `resume_from_checkpoint`, else the newest one in output_dir."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if args.resume_from_checkpoint:
-        return args.resume_from_checkpoint
-    folder = Path(args.output_dir)
-    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-    if found is not None and not args.resume:
-        raise UserError(
-            f"{args.output_dir} already holds checkpoints ({Path(found).name}); pass a new --output_dir, or "
-            "drop --resume false to continue that run"
-        )
-    return found
-
-
-def checkpoint_step(checkpoint: str | None) -> int:
-    """The optimizer step a TRL checkpoint was saved at (0 for none)."""
-    if checkpoint is None:
-        return 0
-    return int(
-        json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
-    )
-
-
 def save_final_model(trainer: Any, info: dict[str, Any]) -> Path:
     """Save the trained policy (LoRA merged) and tokenizer into output_dir, then a card and `run_info.json`.
 
@@ -279,14 +252,12 @@ def save_final_model(trainer: Any, info: dict[str, Any]) -> Path:
         trainer.save_model(str(out))  # unwraps DDP/DeepSpeed, gathers ZeRO-3 weights, saves the tokenizer
     if accelerator.is_main_process:
         cast_saved_weights(out, trainer.args.final_model_dtype)
-        (out / "README.md").write_text(
-            model_card_text(
-                f"Med-RLVR {str(info.get('kind', '')).upper()} policy",
-                "Trained with medrlvr-trl: critic-free policy gradient whose reward is a rule-based verifier.",
-                info,
-            )
+        write_card_and_run_info(
+            out,
+            f"Med-RLVR {str(info.get('kind', '')).upper()} policy",
+            "Trained with medrlvr-trl: critic-free policy gradient whose reward is a rule-based verifier.",
+            info,
         )
-        (out / RUN_INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
         logger.info("saved final policy to %s", out)
     accelerator.wait_for_everyone()
     return out

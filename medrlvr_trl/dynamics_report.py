@@ -26,10 +26,10 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from medrlvr_trl import runlog
+from medrlvr_trl import run_logs
 from medrlvr_trl.dynamics import STAGE_TITLES, STAGES, Stage, completion_features
 from medrlvr_trl.rewards import Verdict
-from medrlvr_trl.runlog import COMPLETIONS_FILE, METRICS_FILE
+from medrlvr_trl.run_logs import COMPLETIONS_FILE, METRICS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _read(path: Path) -> list[dict[str, Any]]:
         raise FileNotFoundError(
             f"{path} does not exist; --run must be a PPO output_dir (recipes/ppo_medqa.py)"
         )
-    rows = list(runlog.read_rows(path))
+    rows = list(run_logs.read_rows(path))
     if not rows:
         raise ValueError(f"{path} has no rows; the run logged nothing yet")
     return rows

@@ -59,13 +59,11 @@ from medrlvr_trl.rewards import (
     extract_letter,
     verify,
 )
+from medrlvr_trl.run_info import RUN_INFO_FILE, read_run_info
 from medrlvr_trl.user_errors import UserError
 
 logger = logging.getLogger(__name__)
 
-RUN_INFO_FILENAME = "run_info.json"
-"""Written by the SFT and PPO recipes next to the model: `answer_mode` and `eval_prompt_template`
-(else `prompt_template`) become that model's defaults at evaluation."""
 MCQA_ACCURACY_PATH = str(Path(__file__).parent / "metrics" / "mcqa_accuracy")
 LOGLIKELIHOOD = "loglikelihood"
 ANSWER_MODES = ("cot", "direct", LOGLIKELIHOOD)
@@ -199,20 +197,6 @@ def parse_train_dataset(item: str) -> DatasetSpec:
     return _parse_dataset_entry(items[0], "--train_dataset", "train")
 
 
-def read_run_info(model_path: str | Path) -> dict[str, Any] | None:
-    """The run_info.json a training recipe wrote next to its model, or None if there is none."""
-    path = Path(model_path) / RUN_INFO_FILENAME
-    if not path.is_file():
-        return None
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON ({err.msg}); fix or delete the file") from None
-    if not isinstance(info, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return info
-
-
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
@@ -298,7 +282,7 @@ def resolve_model(label: str, path: str, mode: str | None, template: str | None)
         mode = info["answer_mode"]
         if template is None:
             template = info.get("eval_prompt_template") or info.get("prompt_template")
-        logger.info("model %s: answer mode %s from %s", label, mode, Path(path) / RUN_INFO_FILENAME)
+        logger.info("model %s: answer mode %s from %s", label, mode, Path(path) / RUN_INFO_FILE)
     mode = mode or "cot"
     if mode not in ANSWER_MODES:
         raise UserError(f"model {label!r}: answer mode {mode!r} is not one of {list(ANSWER_MODES)}")

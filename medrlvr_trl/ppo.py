@@ -28,7 +28,6 @@ loudly if the pinned trl release changes them.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -51,17 +50,16 @@ from trl.experimental.utils import first_true_indices
 from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.utils import selective_log_softmax
 
-from medrlvr_trl import runlog
-from medrlvr_trl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from medrlvr_trl import run_logs
+from medrlvr_trl.checkpoint import latest_checkpoint, load_checkpoint, refuse_unless_resuming, save_checkpoint
+from medrlvr_trl.configs import VerifierOptions
 from medrlvr_trl.dynamics import CompletionFeatures, completion_features, summarise
 from medrlvr_trl.modeling import cast_saved_weights
 from medrlvr_trl.preemption import PreemptionHandler
-from medrlvr_trl.recipe_setup import model_card_text
 from medrlvr_trl.rewards import Gold, Verdict
 from medrlvr_trl.rewards.reward_model import GoldTable, VerifierRewardModel
-from medrlvr_trl.runlog import COMPLETIONS_FILE, METRICS_FILE
-from medrlvr_trl.user_errors import UserError
-from medrlvr_trl.verifier_options import VerifierOptions
+from medrlvr_trl.run_info import write_card_and_run_info
+from medrlvr_trl.run_logs import COMPLETIONS_FILE, METRICS_FILE, completion_row
 
 logger = logging.getLogger(__name__)
 
@@ -615,15 +613,11 @@ class MedRLVRPPOTrainer(PPOTrainer):
         )
         if path is None:
             return
-        if not args.resume:
-            raise UserError(
-                f"{args.output_dir} already holds checkpoints ({path.name}); pass a new --output_dir, or drop "
-                "--resume false to continue that run"
-            )
+        refuse_unless_resuming(args.output_dir, path, resume=args.resume)
         load_checkpoint(self.accelerator, path)
         if self.accelerator.is_main_process:
             for name in (METRICS_FILE, COMPLETIONS_FILE):
-                runlog.truncate_after(Path(args.output_dir) / name, self.progress.update)
+                run_logs.truncate_after(Path(args.output_dir) / name, self.progress.update)
         logger.info("resuming at update %d of %d", self.progress.update, self.plan.num_updates)
 
     def _metrics(
@@ -662,18 +656,17 @@ class MedRLVRPPOTrainer(PPOTrainer):
         rows = None
         if every > 0 and update % every == 0:
             local = [
-                {"update": update, "id": gold.id, "gold": gold.answer, "completion": text,
-                 "response_tokens": int(n) + 1, **asdict(v), "score": score, **features.as_row()}
-                for gold, text, n, v, score, features in zip(
+                completion_row(update, gold, text, int(n) + 1, verdict, score, features)
+                for gold, text, n, verdict, score, features in zip(
                     rollouts.golds, rollouts.texts, rollouts.last_index.tolist(), rollouts.verdicts,
                     rollouts.scores.tolist(), rollouts.features, strict=True,
                 )
             ]  # fmt: skip
             rows = gather_object(local)
         if self.accelerator.is_main_process:
-            runlog.append_rows(out / METRICS_FILE, [metrics])
+            run_logs.append_rows(out / METRICS_FILE, [metrics])
             if rows is not None:
-                runlog.append_rows(out / COMPLETIONS_FILE, rows)
+                run_logs.append_rows(out / COMPLETIONS_FILE, rows)
 
     # ----------------------------------------------------------- final save
     def save_final_model(
@@ -700,13 +693,11 @@ class MedRLVRPPOTrainer(PPOTrainer):
             cast_saved_weights(staging, self.args.final_model_dtype)
             self.processing_class.save_pretrained(staging)
             info = {"kind": "ppo", "prompt_template": "r1", "answer_mode": "cot", **(model_card or {})}
-            (staging / "run_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-            (staging / "README.md").write_text(
-                model_card_text(
-                    "Med-RLVR PPO policy",
-                    "Trained with medrlvr-trl: PPO whose reward is a rule-based verifier.",
-                    info,
-                )
+            write_card_and_run_info(
+                staging,
+                "Med-RLVR PPO policy",
+                "Trained with medrlvr-trl: PPO whose reward is a rule-based verifier.",
+                info,
             )
             names = sorted(p.name for p in staging.iterdir())
             for name in sorted(names, key=lambda n: n == "config.json"):

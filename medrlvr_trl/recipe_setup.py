@@ -110,13 +110,3 @@ def last_metrics(log_history: list[dict[str, Any]], *, kl_key: str) -> dict[str,
     """The headline metrics of the last logged update that has verifier metrics, rounded."""
     last = next((row for row in reversed(log_history) if "verifier/reward" in row), {})
     return {key: round(last[key], 4) for key in (*FINAL_METRIC_KEYS, kl_key) if key in last}
-
-
-def model_card_text(title: str, summary: str, info: dict[str, Any]) -> str:
-    """A short markdown card: flat entries as a list, nested ones (hyperparameters, metrics) as sections."""
-    lines = [f"# {title}", "", summary, ""]
-    lines += [f"- **{key}**: {value}" for key, value in info.items() if not isinstance(value, dict)]
-    for key, value in info.items():
-        if isinstance(value, dict):
-            lines += ["", f"## {key}", ""] + [f"- {k}: {v}" for k, v in value.items()]
-    return "\n".join(lines) + "\n"

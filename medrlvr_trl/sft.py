@@ -9,19 +9,15 @@ The run records its target style and how it must be evaluated in `run_info.json`
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import datasets
 from trl import SFTConfig
 
 from medrlvr_trl.configs import FinalModelOptions, OptionOrderOptions
-from medrlvr_trl.evaluation import RUN_INFO_FILENAME
 from medrlvr_trl.prompts import TARGET_STYLES, answer_target, build_prompt, get_template
-from medrlvr_trl.user_errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -80,46 +76,6 @@ def build_sft_dataset(rows: datasets.Dataset, *, template: str, target: str) -> 
     return rows.map(render, remove_columns=rows.column_names, desc="rendering SFT examples")
 
 
-def check_output_dir(output_dir: str | Path, *, overwrite: bool, resuming: bool) -> None:
-    """Refuse to train into a folder that already holds files, unless told to overwrite or resume."""
-    path = Path(output_dir)
-    if path.is_dir() and any(path.iterdir()) and not (overwrite or resuming):
-        raise UserError(
-            f"output_dir {str(path)!r} already exists and is not empty. Choose another output_dir, pass "
-            "--overwrite_output_dir true to reuse it, or --resume_from_checkpoint to continue its run."
-        )
-
-
-def resolve_resume(value: str | None, output_dir: str | Path) -> str | bool | None:
-    """Map the `resume_from_checkpoint` option onto what `Trainer.train` expects.
-
-    "last" or "true" means the newest checkpoint in output_dir (an error if there is none); any
-    other value is a checkpoint path, which must exist. Unset, an output_dir with checkpoint-*
-    folders but no `run_info.json` holds a run that was stopped (preempted, killed) before it
-    finished; it continues, as the RL recipes do, so a requeued job's unchanged command resumes, even
-    with --overwrite_output_dir (which lets a new run replace a *finished* one, as the tiny smoke
-    config does, and never throws away an unfinished run's progress).
-    """
-    from transformers.trainer_utils import get_last_checkpoint
-
-    has_checkpoint = Path(output_dir).is_dir() and get_last_checkpoint(str(output_dir)) is not None
-    if value is None or value == "":
-        if not has_checkpoint or (Path(output_dir) / RUN_INFO_FILENAME).is_file():
-            return None
-        logger.info("%s holds checkpoints but no finished model: continuing that run", output_dir)
-        return True
-    if value.lower() in {"last", "true"}:
-        if not has_checkpoint:
-            raise UserError(
-                f"resume_from_checkpoint={value!r} but output_dir {str(output_dir)!r} holds no checkpoint-* "
-                "folder; pass a checkpoint path or drop the option"
-            )
-        return True
-    if not Path(value).is_dir():
-        raise UserError(f"resume_from_checkpoint: checkpoint folder {value!r} does not exist")
-    return value
-
-
 def sft_run_info(*, model_name_or_path: str, dataset: str, split: str, template: str, target: str) -> dict:
     """What an evaluator needs to know about an SFT run: its target, prompt and answer mode.
 
@@ -136,15 +92,6 @@ def sft_run_info(*, model_name_or_path: str, dataset: str, split: str, template:
         "eval_prompt_template": template,
         "answer_mode": SFT_ANSWER_MODE,
     }
-
-
-def write_run_info(output_dir: str | Path, info: dict) -> Path:
-    """Write `run_info.json` next to the saved model."""
-    path = Path(output_dir) / RUN_INFO_FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    logger.info("wrote %s", path)
-    return path
 
 
 # --- learning-rate grid --------------------------------------------------------------------------

@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from medrlvr_trl.configs import parse_config  # noqa: E402
 from medrlvr_trl.data import load_mcqa  # noqa: E402
-from medrlvr_trl.evaluation import RUN_INFO_FILENAME, parse_dataset_specs  # noqa: E402
+from medrlvr_trl.evaluation import parse_dataset_specs  # noqa: E402
 from medrlvr_trl.preemption import PreemptionHandler  # noqa: E402
 from medrlvr_trl.progress import Progress  # noqa: E402
+from medrlvr_trl.run_info import is_finished  # noqa: E402
 from medrlvr_trl.sft import grid_markdown, grid_run_name, pick_best  # noqa: E402
 from medrlvr_trl.user_errors import run_command  # noqa: E402
 
@@ -68,10 +69,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     check_inputs(args)
 
     runs = {grid_run_name(lr): (lr, grid_dir / grid_run_name(lr)) for lr in args.learning_rates}
-    finished = sum((out / RUN_INFO_FILENAME).is_file() for _, out in runs.values())
+    finished = sum(is_finished(out) for _, out in runs.values())
     progress = Progress("SFT grid", len(runs), unit="runs", every_s=0, done=finished)  # runs log their steps
     for name, (lr, out) in runs.items():
-        if (out / RUN_INFO_FILENAME).is_file():
+        if is_finished(out):
             logger.info("%s: finished earlier, reusing %s", name, out)
             continue
         command = [
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         # A stop signal ends the grid after this run: the grid waits for the run's checkpoint.
         with PreemptionHandler() as preemption:
             run(command + shlex.split(args.sft_args), f"SFT run {name}")
-        if preemption.received or not (out / RUN_INFO_FILENAME).is_file():
+        if preemption.received or not is_finished(out):
             logger.info("%s stopped before the grid finished; run the same command to continue", name)
             return grid_dir
         progress.advance()

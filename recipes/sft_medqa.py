@@ -25,6 +25,7 @@ from trl import ModelConfig, SFTTrainer, get_peft_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from medrlvr_trl.checkpoint import check_output_dir, resolve_resume  # noqa: E402
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config  # noqa: E402
 from medrlvr_trl.data import load_mcqa, read_mcqa  # noqa: E402
 from medrlvr_trl.modeling import (  # noqa: E402
@@ -37,13 +38,11 @@ from medrlvr_trl.modeling import (  # noqa: E402
 from medrlvr_trl.option_order import shuffled_rows, use_epoch_views  # noqa: E402
 from medrlvr_trl.preemption import PreemptionCallback, PreemptionHandler  # noqa: E402
 from medrlvr_trl.progress import TrainerProgress  # noqa: E402
+from medrlvr_trl.run_info import write_run_info  # noqa: E402
 from medrlvr_trl.sft import (  # noqa: E402
     MedSFTConfig,
     build_sft_dataset,
-    check_output_dir,
-    resolve_resume,
     sft_run_info,
-    write_run_info,
 )
 from medrlvr_trl.user_errors import run_command  # noqa: E402
 

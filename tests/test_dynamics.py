@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medrlvr_trl import runlog
+from medrlvr_trl import run_logs
 from medrlvr_trl.dynamics import (
     STAGES,
     CompletionFeatures,
@@ -217,8 +217,8 @@ def _write_run(folder: Path, schedule: list[tuple[int, Stage, int]], *, with_lab
             )
             rows.append({**row, **features.as_row()} if with_labels else row)
         metrics[update] = {"update": update, "verifier/reward": 0.5, "verifier/response_length": 30.0}
-    runlog.append_rows(folder / "metrics.jsonl", [metrics[u] for u in sorted(metrics)])
-    runlog.append_rows(folder / "completions.jsonl", rows)
+    run_logs.append_rows(folder / "metrics.jsonl", [metrics[u] for u in sorted(metrics)])
+    run_logs.append_rows(folder / "completions.jsonl", rows)
 
 
 # Each stage dominates two updates in the paper's order, with a minority of format failures throughout.
@@ -261,7 +261,7 @@ def test_report_says_which_stages_were_not_seen(tmp_path):
 
 def test_report_row_without_a_needed_field_names_file_row_and_field(tmp_path):
     _write_run(tmp_path, [(1, Stage.FORMAT_FAILURE, 2)])
-    runlog.append_rows(tmp_path / "completions.jsonl", [{"update": 2, "completion": "x", "correct": False}])
+    run_logs.append_rows(tmp_path / "completions.jsonl", [{"update": 2, "completion": "x", "correct": False}])
     with pytest.raises(ValueError, match=r"completions\.jsonl: row 3: field 'reward'"):
         dynamics_report.main(["--run", str(tmp_path)])
 
@@ -302,8 +302,8 @@ def tiny_ppo_run(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 def test_ppo_logs_stage_shares_and_hacking_rates_for_every_update(tiny_ppo_run):
-    metrics = list(runlog.read_rows(tiny_ppo_run / "metrics.jsonl"))
-    rows = list(runlog.read_rows(tiny_ppo_run / "completions.jsonl"))
+    metrics = list(run_logs.read_rows(tiny_ppo_run / "metrics.jsonl"))
+    rows = list(run_logs.read_rows(tiny_ppo_run / "completions.jsonl"))
     assert [m["update"] for m in metrics] == [1, 2]
     for m in metrics:
         for key in (
@@ -319,7 +319,7 @@ def test_ppo_logs_stage_shares_and_hacking_rates_for_every_update(tiny_ppo_run):
 
 
 def test_ppo_completion_rows_carry_the_stage_and_the_summed_score(tiny_ppo_run):
-    rows = list(runlog.read_rows(tiny_ppo_run / "completions.jsonl"))
+    rows = list(run_logs.read_rows(tiny_ppo_run / "completions.jsonl"))
     for row in rows:
         verdict = Verdict(row["format_ok"], row["letter"], row["correct"], row["reward"])
         assert row["stage"] == completion_features(row["completion"], verdict).stage
@@ -330,7 +330,7 @@ def test_make_dynamics_reports_on_a_tiny_ppo_run(tiny_ppo_run):
     paths = dynamics_report.main(["--run", str(tiny_ppo_run)])
     assert {p.parent for p in paths.values()} == {tiny_ppo_run / "dynamics"}
     report = paths["report"].read_text()
-    logged = {r["completion"] for r in runlog.read_rows(tiny_ppo_run / "completions.jsonl")}
+    logged = {r["completion"] for r in run_logs.read_rows(tiny_ppo_run / "completions.jsonl")}
     quoted = [block.split("\n```")[0] for block in report.split("```text\n")[1:]]
     assert quoted and all(text in logged for text in quoted)
     assert paths["figure"].read_bytes()[:4] == b"\x89PNG"

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM
 from trl import ModelConfig
 
-from medrlvr_trl import runlog
+from medrlvr_trl import run_logs
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config
 from medrlvr_trl.critic_free import (
     MedRLVRGRPOConfig,
@@ -32,7 +32,7 @@ from medrlvr_trl.recipe_setup import MEDQA_TRAIN_ROWS
 from medrlvr_trl.rewards import Gold, RewardValues, verify
 from medrlvr_trl.rewards.reward_funcs import reward_functions, score_completions
 from medrlvr_trl.rewards.terms import RewardMix
-from medrlvr_trl.rollout_log import COMPLETIONS_FILE, METRICS_FILE, RolloutLog
+from medrlvr_trl.run_logs import COMPLETIONS_FILE, METRICS_FILE, RolloutLog
 
 REPO = Path(__file__).resolve().parents[1]
 import dynamics_report  # noqa: E402
@@ -252,13 +252,13 @@ def test_rollout_log_writes_ppo_format_rows_numbered_by_generation_batch(tmp_pat
     log = RolloutLog(tmp_path, eos_token_id=0, optimizer_steps_per_update=2, thresholds=StageThresholds())
     logged: dict[str, float] = {}
     _log_batch(log, 4, [[5, 0], [5, 5, 5], [0]], logged)  # step 4 starts the third batch of 2 steps
-    rows = list(runlog.read_rows(tmp_path / COMPLETIONS_FILE))
+    rows = list(run_logs.read_rows(tmp_path / COMPLETIONS_FILE))
     assert [r["update"] for r in rows] == [3, 3, 3]
     assert all(PPO_ROW_KEYS <= row.keys() and "stage" in row for row in rows)
     assert [r["response_tokens"] for r in rows] == [2, 3, 1]
     assert [r["hit_length_limit"] for r in rows] == [False, True, False]
     assert [r["reward"] for r in rows] == [1.0, 0.0, -1.0]
-    [metrics] = runlog.read_rows(tmp_path / METRICS_FILE)
+    [metrics] = run_logs.read_rows(tmp_path / METRICS_FILE)
     assert metrics["update"] == 3 and metrics["verifier/reward"] == pytest.approx(0.0)
     assert logged["verifier/accuracy"] == pytest.approx(1 / 3)  # also in TRL's own logs
     assert "dynamics/stage/format_failure" in logged
@@ -269,8 +269,8 @@ def test_restarted_run_forgets_logged_updates_after_its_checkpoint(tmp_path):
     for step in (0, 2, 4):
         _log_batch(log, step, [[5, 0]])
     log.drop_rows_after(global_step=4)  # a checkpoint at step 4: updates 1 and 2 are done
-    assert [r["update"] for r in runlog.read_rows(tmp_path / METRICS_FILE)] == [1, 2]
-    assert [r["update"] for r in runlog.read_rows(tmp_path / COMPLETIONS_FILE)] == [1, 2]
+    assert [r["update"] for r in run_logs.read_rows(tmp_path / METRICS_FILE)] == [1, 2]
+    assert [r["update"] for r in run_logs.read_rows(tmp_path / COMPLETIONS_FILE)] == [1, 2]
 
 
 # ------------------------------------------------------------------ short runs on the tiny model
@@ -316,8 +316,8 @@ def test_run_saves_a_policy_that_evaluation_prompts_with_cot(tiny_run):
 
 def test_run_logs_every_update_with_the_verifiers_rewards(tiny_run):
     _, out = tiny_run
-    assert [row["update"] for row in runlog.read_rows(out / METRICS_FILE)] == [1, 2]
-    rows = list(runlog.read_rows(out / COMPLETIONS_FILE))
+    assert [row["update"] for row in run_logs.read_rows(out / METRICS_FILE)] == [1, 2]
+    rows = list(run_logs.read_rows(out / COMPLETIONS_FILE))
     assert len(rows) == 32 and all(PPO_ROW_KEYS <= row.keys() for row in rows)
     questions = load_mcqa(str(DEMO_DATA), "train", limit=16)
     options = dict(zip(questions["id"], questions["options"], strict=True))
@@ -331,7 +331,7 @@ def test_trainer_received_the_logged_rewards(tiny_run):
     trl_rewards = [
         row["rewards/verifier/mean"] for row in state["log_history"] if "rewards/verifier/mean" in row
     ]
-    ours = [row["verifier/reward"] for row in runlog.read_rows(out / METRICS_FILE)]
+    ours = [row["verifier/reward"] for row in run_logs.read_rows(out / METRICS_FILE)]
     assert trl_rewards == pytest.approx(ours)
 
 
@@ -353,5 +353,5 @@ def test_rerun_continues_from_the_checkpoint_without_repeating_log_rows(tiny_mod
     with _one_thread():
         grpo_medqa.main(common)
         grpo_medqa.main([*common, "--total_completions", "48"])  # one more update of 16
-    assert [row["update"] for row in runlog.read_rows(tmp_path / METRICS_FILE)] == [1, 2, 3]
-    assert sorted({row["update"] for row in runlog.read_rows(tmp_path / COMPLETIONS_FILE)}) == [1, 2, 3]
+    assert [row["update"] for row in run_logs.read_rows(tmp_path / METRICS_FILE)] == [1, 2, 3]
+    assert sorted({row["update"] for row in run_logs.read_rows(tmp_path / COMPLETIONS_FILE)}) == [1, 2, 3]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState
-from transformers import RepetitionPenaltyLogitsProcessor, SuppressTokensLogitsProcessor
+from accelerate.state import AcceleratorState, GradientState
+from transformers import RepetitionPenaltyLogitsProcessor, SuppressTokensLogitsProcessor, set_seed
 from trl.experimental.utils import get_reward
 
 from medrlvr_trl.data import load_mcqa
@@ -24,14 +24,21 @@ DEMO_DATA = REPO / "data" / "demo" / "medqa"
 
 @pytest.fixture(autouse=True)
 def fresh_accelerator_state():
-    """Each trainer builds its own AcceleratorState (fp32 or bf16)."""
+    """Each trainer builds its own AcceleratorState (fp32 or bf16) and GradientState: a trainer that
+    ran earlier in this process (SFT's, say) must not leave its gradient-accumulation settings."""
     AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
 
 
 def _trainer(model_dir: Path, out: Path, *, head_std: float | None = None, **overrides) -> MedRLVRPPOTrainer:
-    """One update of 8 rollouts (2 micro-batches of 4 accumulated into one optimizer step) unless overridden."""
+    """One update of 8 rollouts (2 micro-batches of 4 accumulated into one optimizer step) unless overridden.
+
+    The global seeds (torch, numpy, random) are set first, so the tests do not depend on what ran
+    before them."""
+    set_seed(0)
     tokenizer = load_tokenizer(str(model_dir))
     rows = load_mcqa(str(DEMO_DATA), "train", limit=32)
     dataset, gold = tokenize_prompts(rows, tokenizer, template="r1", max_prompt_length=512)

@@ -1,31 +1,104 @@
-"""Per-update logs of GRPO/RLOO runs in the PPO recipe's format, for the training-dynamics analysis.
+"""The JSONL logs of an RL run (`metrics.jsonl`, `completions.jsonl`): one row format for PPO, GRPO
+and RLOO, append-only and consistent across resumes.
 
-TRL's critic-free trainers keep their completions to themselves (a table for wandb, at most). The
-first reward function hands every scored generation batch to `RolloutLog` instead, which writes
-
-- `metrics.jsonl`: one row per update with the verifier's and the dynamics metrics (same keys as PPO);
-- `completions.jsonl`: every completion of every `log_completions_steps`-th update, in PPO's row
-  format (update, id, gold, completion, response_tokens, format_ok, letter, correct, reward, score,
-  the stage features), plus `hit_length_limit` and the unweighted `terms`;
-
-so `recipes/dynamics_report.py` reads a GRPO or RLOO run folder like a PPO one. One update is one
-generation batch: the completions sampled before a run of optimizer steps, like a PPO rollout.
+Rows carry the update number that produced them; on resume, rows newer than the checkpoint are
+dropped, because that work is about to be redone. `completion_row` is the one `completions.jsonl`
+row (update, id, gold, completion, response_tokens, the verdict, score, the stage features); PPO
+writes it from its rollouts, and for TRL's critic-free trainers, which keep their completions to
+themselves, the first reward function hands every scored generation batch to `RolloutLog`. One
+update is then one generation batch, like a PPO rollout, so `medrlvr_trl.dynamics_report` reads
+every run folder the same way.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from medrlvr_trl import runlog
 from medrlvr_trl.dynamics import CompletionFeatures, StageThresholds, completion_features, summarise
+from medrlvr_trl.rewards import Gold, Verdict
 from medrlvr_trl.rewards.reward_funcs import ScoredCompletion
-from medrlvr_trl.runlog import COMPLETIONS_FILE, METRICS_FILE
 
 logger = logging.getLogger(__name__)
+
+# Every RL recipe writes these in its output_dir; the dynamics report reads them.
+METRICS_FILE = "metrics.jsonl"
+COMPLETIONS_FILE = "completions.jsonl"
+
+
+def append_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_rows(path: str | Path) -> Iterator[dict[str, Any]]:
+    with Path(path).open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}: line {number} is not valid JSON ({err.msg})") from None
+
+
+def truncate_after(path: str | Path, update: int) -> None:
+    """Keep only rows with `row["update"] <= update` (rewritten atomically).
+
+    A process killed mid-write can leave a torn last line; it belongs to work being redone, so it
+    is dropped with a warning. A bad line anywhere else is still an error.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                logger.warning("%s: dropping a torn last line left by an interrupted run", path)
+                continue
+            raise ValueError(f"{path}: line {number} is not valid JSON ({err.msg})") from None
+        if row.get("update", 0) <= update:
+            kept.append(line)
+    staging = path.with_name(path.name + ".tmp")
+    staging.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(staging, path)
+
+
+def completion_row(
+    update: int,
+    gold: Gold,
+    completion: str,
+    response_tokens: int,
+    verdict: Verdict,
+    score: float,
+    features: CompletionFeatures,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One `completions.jsonl` row; `response_tokens` counts the eos token. `extra` keys come last."""
+    return {
+        "update": update,
+        "id": gold.id,
+        "gold": gold.answer,
+        "completion": completion,
+        "response_tokens": response_tokens,
+        **asdict(verdict),
+        "score": score,
+        **features.as_row(),
+        **extra,
+    }
 
 
 class RolloutLog:
@@ -66,7 +139,7 @@ class RolloutLog:
             if not path.is_file():
                 continue
             before = _line_count(path)
-            runlog.truncate_after(path, completed)
+            truncate_after(path, completed)
             dropped = before - _line_count(path)
             if dropped:
                 logger.warning(
@@ -93,9 +166,9 @@ class RolloutLog:
                 log_metric(name, value)
         if _is_main_process():
             summary = {**metrics, "update": update, "episode": update * len(rows), "step": state.global_step}
-            runlog.append_rows(self.output_dir / METRICS_FILE, [summary])
+            append_rows(self.output_dir / METRICS_FILE, [summary])
             if self.every > 0 and update % self.every == 0:
-                runlog.append_rows(self.output_dir / COMPLETIONS_FILE, rows)
+                append_rows(self.output_dir / COMPLETIONS_FILE, rows)
 
     def _row(
         self, update: int, item: ScoredCompletion, ids: Sequence[int]
@@ -103,18 +176,17 @@ class RolloutLog:
         features = completion_features(
             item.completion, item.verdict, options=item.gold.options, thresholds=self.thresholds
         )
-        row = {
-            "update": update,
-            "id": item.gold.id,
-            "gold": item.gold.answer,
-            "completion": item.completion,
-            "response_tokens": len(ids),  # includes the eos token, as PPO counts
-            **asdict(item.verdict),
-            "score": item.score,
-            **features.as_row(),
-            "hit_length_limit": bool(ids) and ids[-1] != self.eos_token_id,
-            "terms": item.terms,
-        }
+        row = completion_row(
+            update,
+            item.gold,
+            item.completion,
+            len(ids),  # includes the eos token, as PPO counts
+            item.verdict,
+            item.score,
+            features,
+            hit_length_limit=bool(ids) and ids[-1] != self.eos_token_id,
+            terms=item.terms,
+        )
         return row, features
 
 

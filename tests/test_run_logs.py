@@ -6,27 +6,27 @@ import json
 
 import pytest
 
-from medrlvr_trl import runlog
+from medrlvr_trl import run_logs
 
 
 def test_truncate_drops_rows_newer_than_the_checkpoint(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    runlog.append_rows(path, [{"update": u, "reward": u / 10} for u in range(1, 6)])
-    runlog.truncate_after(path, 3)
-    assert [row["update"] for row in runlog.read_rows(path)] == [1, 2, 3]
+    run_logs.append_rows(path, [{"update": u, "reward": u / 10} for u in range(1, 6)])
+    run_logs.truncate_after(path, 3)
+    assert [row["update"] for row in run_logs.read_rows(path)] == [1, 2, 3]
 
 
 def test_truncate_drops_a_torn_last_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    runlog.append_rows(path, [{"update": 1}, {"update": 2}])
+    run_logs.append_rows(path, [{"update": 1}, {"update": 2}])
     with path.open("a") as f:
         f.write('{"update": 3, "rew')  # a kill in the middle of a write
-    runlog.truncate_after(path, 2)
-    assert [row["update"] for row in runlog.read_rows(path)] == [1, 2]
+    run_logs.truncate_after(path, 2)
+    assert [row["update"] for row in run_logs.read_rows(path)] == [1, 2]
 
 
 def test_a_bad_line_before_the_end_is_an_error_naming_the_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps({"update": 1}) + "\nnot json\n" + json.dumps({"update": 2}) + "\n")
     with pytest.raises(ValueError, match="line 2"):
-        runlog.truncate_after(path, 5)
+        run_logs.truncate_after(path, 5)
