@@ -133,7 +133,7 @@ class StageClock:
         return self.seconds[stage]
 
 
-def run_recipe(
+def run_stage(
     stage: str,
     command: Sequence[str],
     log_path: Path,
@@ -234,7 +234,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     if not options.skip_sft:
         started = time.perf_counter()
         sft_log = out / "logs" / "sft.log"
-        run_recipe(
+        run_stage(
             "sft",
             [
                 python,
@@ -268,7 +268,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     updates = episodes // per_update
     ppo_dir = out / "ppo"
     started = time.perf_counter()
-    run_recipe(
+    run_stage(
         "ppo",
         [
             python,
@@ -319,7 +319,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     if options.eval_max_samples is not None:
         command += ["--max_samples", str(options.eval_max_samples)]
     started = time.perf_counter()
-    run_recipe(
+    run_stage(
         "eval",
         command,
         out / "logs" / "eval.log",

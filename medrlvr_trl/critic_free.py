@@ -235,7 +235,7 @@ def check_vocabulary_fits(
         )
 
 
-def save_final_model(trainer: Any, info: dict[str, Any]) -> Path:
+def save_final_policy(trainer: Any, info: dict[str, Any]) -> Path:
     """Save the trained policy (LoRA merged) and tokenizer into output_dir, then a card and `run_info.json`.
 
     `run_info.json` comes last and says `answer_mode: cot`, so evaluation prompts the model the way it
@@ -343,7 +343,7 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
         preemption.report(step, Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}")
         end_distributed(trainer.accelerator)
         return
-    save_final_model(
+    save_final_policy(
         trainer,
         {
             "kind": kind,

@@ -2,7 +2,7 @@
 
 The paper (Figure 2, Table 3) found six stages by reading samples. Here every completion gets
 measured features and one stage label, so a phase of training can be read off as the distribution
-of labels over a window of updates, during training (`summarise`, logged next to reward and KL)
+of labels over a window of updates, during training (`stage_metrics`, logged next to reward and KL)
 and after it (`recipes/dynamics_report.py`). docs/dynamics.md explains the rules and thresholds.
 
 Lengths are counted in words (`str.split`), not tokens, so labels do not depend on the tokenizer
@@ -290,7 +290,7 @@ def stage_shares(stages: Sequence[Stage | str]) -> dict[Stage, float]:
     return {stage: (counts[stage] / total if total else 0.0) for stage in STAGES}
 
 
-def summarise(features: Sequence[CompletionFeatures]) -> dict[str, float]:
+def stage_metrics(features: Sequence[CompletionFeatures]) -> dict[str, float]:
     """The per-update dynamics metrics logged next to reward and KL.
 
     `dynamics/stage/<name>`: share of each stage; `dynamics/leak_rate`, `dynamics/prefix_exploit_rate`,

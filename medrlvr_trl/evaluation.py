@@ -709,7 +709,7 @@ def load_accuracy_metric() -> Any:
     return evaluate.load(MCQA_ACCURACY_PATH)
 
 
-def summarise(
+def accuracy_summary(
     records: Sequence[dict[str, Any]], metric: Any, *, n_resamples: int = 1000, seed: int = 0
 ) -> dict[str, float]:
     """Accuracy under both rules with bootstrap stds, unparsed rate, n, format-valid rate and mean
@@ -811,10 +811,10 @@ def summarise_dataset(
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """One model on one dataset: `summarise` of the unshifted options, their letter distribution and
+    """One model on one dataset: `accuracy_summary` of the unshifted options, their letter distribution and
     within-set-deduplicated accuracy, and with several shifts `permutation_summary`."""
     unshifted = records_by_shift[0]
-    summary: dict[str, Any] = summarise(unshifted, metric, n_resamples=n_resamples, seed=seed)
+    summary: dict[str, Any] = accuracy_summary(unshifted, metric, n_resamples=n_resamples, seed=seed)
     summary["letter_distribution"] = letter_distribution(unshifted)
     summary.update(dedup_summary(unshifted, kept))
     if len(records_by_shift) > 1:

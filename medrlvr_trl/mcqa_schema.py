@@ -10,12 +10,12 @@ Problems are raised as `RowProblem(field, problem)`; the caller adds the file an
 
 from __future__ import annotations
 
-import string
 from typing import Any
 
 import datasets
 
-LETTERS = string.ascii_uppercase
+from medrlvr_trl.prompts import LETTERS
+
 FEATURES = datasets.Features(
     {
         "id": datasets.Value("string"),

@@ -53,7 +53,7 @@ from trl.trainer.utils import selective_log_softmax
 from medrlvr_trl import run_logs
 from medrlvr_trl.checkpoint import latest_checkpoint, load_checkpoint, refuse_unless_resuming, save_checkpoint
 from medrlvr_trl.configs import VerifierOptions
-from medrlvr_trl.dynamics import CompletionFeatures, completion_features, summarise
+from medrlvr_trl.dynamics import CompletionFeatures, completion_features, stage_metrics
 from medrlvr_trl.modeling import cast_saved_weights
 from medrlvr_trl.preemption import PreemptionHandler
 from medrlvr_trl.rewards import Gold, Verdict
@@ -642,7 +642,7 @@ class MedRLVRPPOTrainer(PPOTrainer):
             **update_stats,
         }
         metrics = {key: gather(value.float().reshape(1)).mean().item() for key, value in local.items()}
-        metrics.update(summarise(gather_object(rollouts.features)))  # stage shares, leak and prefix rates
+        metrics.update(stage_metrics(gather_object(rollouts.features)))  # stage shares, leak and prefix rates
         metrics["objective/rlhf_reward"] = metrics["objective/scores"] + metrics["objective/non_score_reward"]
         metrics["lr"] = self.lr_scheduler.get_last_lr()[0]
         metrics["episode"] = self.progress.episode

@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from medrlvr_trl.dynamics import CompletionFeatures, StageThresholds, completion_features, summarise
+from medrlvr_trl.dynamics import CompletionFeatures, StageThresholds, completion_features, stage_metrics
 from medrlvr_trl.rewards import Gold, Verdict
 from medrlvr_trl.rewards.reward_funcs import ScoredCompletion
 
@@ -206,7 +206,7 @@ def batch_metrics(rows: Sequence[dict[str, Any]], features: Sequence[CompletionF
     }
     for name in rows[0]["terms"] if rows else ():
         metrics[f"reward/{name}"] = mean([row["terms"][name] for row in rows])
-    metrics.update(summarise(features))
+    metrics.update(stage_metrics(features))
     return metrics
 
 

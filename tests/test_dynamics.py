@@ -15,7 +15,7 @@ from medrlvr_trl.dynamics import (
     StageThresholds,
     answer_leaked,
     completion_features,
-    summarise,
+    stage_metrics,
 )
 from medrlvr_trl.rewards import Verdict, verify
 
@@ -186,7 +186,7 @@ def test_summary_gives_stage_shares_and_hacking_rates():
     features = [_features(STAGE_EXAMPLES[s]) for s in STAGES] + [
         _features(STAGE_EXAMPLES[Stage.FORMAT_FAILURE])
     ]
-    metrics = summarise(features)
+    metrics = stage_metrics(features)
     shares = {s: metrics[f"dynamics/stage/{s}"] for s in STAGES}
     assert shares[Stage.FORMAT_FAILURE] == pytest.approx(2 / 7) and sum(shares.values()) == pytest.approx(1.0)
     assert metrics["dynamics/leak_rate"] == pytest.approx(2 / 7)  # the direct hacker and the reintegrated one

@@ -21,6 +21,7 @@ from medrlvr_trl.evaluation import (
     MCQAEvalArguments,
     MissingModelError,
     ModelSpec,
+    accuracy_summary,
     consistency_rate,
     dedup_summary,
     describe_dataset,
@@ -49,7 +50,6 @@ from medrlvr_trl.evaluation import (
     scoring_rules,
     shift_options,
     shift_row,
-    summarise,
     summarise_dataset,
 )
 from medrlvr_trl.plots import plot_accuracy_bars
@@ -285,7 +285,7 @@ def test_fixed_completions_score_to_the_hand_counted_accuracy():
         }
         for v, (c, gold, n, mode) in zip(verdicts, cases, strict=True)
     ]
-    summary = summarise(records, load_accuracy_metric())
+    summary = accuracy_summary(records, load_accuracy_metric())
     assert summary["accuracy"] == summary["accuracy_strict"] == pytest.approx(4 / 8)
     # Lenient also reads the untagged "B" (the last standalone letter); " I am not sure" stays unparsed.
     assert summary["accuracy_lenient"] == pytest.approx(5 / 8)
@@ -881,7 +881,7 @@ def test_summary_mean_length_counts_generated_tokens():
         {"letter": "A", "letter_lenient": "A", "answer": "A", "format_ok": True, "completion_tokens": n}
         for n in (2, 4, 9)
     ]
-    assert summarise(records, load_accuracy_metric())["mean_completion_tokens"] == pytest.approx(
+    assert accuracy_summary(records, load_accuracy_metric())["mean_completion_tokens"] == pytest.approx(
         np.mean([2, 4, 9])
     )
 
