@@ -9,7 +9,6 @@ Writes `dynamics.png`, `report.md` and `summary.json` into `<run>/dynamics/` (or
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from medrlvr_trl.configs import parse_config  # noqa: E402
 from medrlvr_trl.dynamics_report import write_report  # noqa: E402
+from medrlvr_trl.recipe_setup import setup_logging  # noqa: E402
 from medrlvr_trl.user_errors import run_command  # noqa: E402
 
 
@@ -32,7 +32,7 @@ class DynamicsReportArguments:
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     (args,) = parse_config([DynamicsReportArguments], argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     return write_report(args.run, args.out_dir, window=args.window)
 
 

@@ -67,6 +67,7 @@ from medrlvr_trl.evaluation import (  # noqa: E402
 )
 from medrlvr_trl.modeling import load_policy, load_tokenizer  # noqa: E402
 from medrlvr_trl.plots import plot_accuracy_bars  # noqa: E402
+from medrlvr_trl.recipe_setup import setup_logging  # noqa: E402
 from medrlvr_trl.user_errors import UserError, run_command  # noqa: E402
 
 logger = logging.getLogger("eval_mcqa")
@@ -88,7 +89,7 @@ class Plan:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     (args,) = parse_config([MCQAEvalArguments], argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     # On a machine without CUDA, accelerate only forms a multi-process (gloo) group when told `cpu=True`.
     state = PartialState(cpu=args.use_cpu or not _cuda_available())
     out = Path(args.output_dir)

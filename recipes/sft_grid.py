@@ -31,6 +31,7 @@ from medrlvr_trl.data import load_mcqa  # noqa: E402
 from medrlvr_trl.evaluation import parse_dataset_specs  # noqa: E402
 from medrlvr_trl.preemption import PreemptionHandler  # noqa: E402
 from medrlvr_trl.progress import Progress  # noqa: E402
+from medrlvr_trl.recipe_setup import setup_logging  # noqa: E402
 from medrlvr_trl.run_info import is_finished  # noqa: E402
 from medrlvr_trl.sft import grid_markdown, grid_run_name, pick_best  # noqa: E402
 from medrlvr_trl.user_errors import run_command  # noqa: E402
@@ -64,7 +65,7 @@ class SFTGridArguments:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     (args,) = parse_config([SFTGridArguments], argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     grid_dir = Path(args.grid_dir)
     check_inputs(args)
 

@@ -38,6 +38,7 @@ from medrlvr_trl.modeling import (  # noqa: E402
 from medrlvr_trl.option_order import shuffled_rows, use_epoch_views  # noqa: E402
 from medrlvr_trl.preemption import PreemptionCallback, PreemptionHandler  # noqa: E402
 from medrlvr_trl.progress import TrainerProgress  # noqa: E402
+from medrlvr_trl.recipe_setup import setup_logging  # noqa: E402
 from medrlvr_trl.run_info import write_run_info  # noqa: E402
 from medrlvr_trl.sft import (  # noqa: E402
     MedSFTConfig,
@@ -53,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     script_args, training_args, model_args = parse_config(
         (MCQAScriptArguments, MedSFTConfig, ModelConfig), argv
     )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if model_args.model_name_or_path is None:
         raise ValueError("model_name_or_path is required (a Hub id or a local model folder)")
     output_dir = Path(training_args.output_dir)
