@@ -32,8 +32,8 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check medrlvr_trl recipes tests bench
-	$(BIN)/ruff format --check medrlvr_trl recipes tests bench
+	$(BIN)/ruff check medrlvr_trl recipes tests bench demo
+	$(BIN)/ruff format --check medrlvr_trl recipes tests bench demo
 
 # The whole pipeline offline on the tiny model: pretrain (cached) -> SFT -> PPO -> eval -> report.
 demo: install

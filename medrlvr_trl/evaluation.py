@@ -60,6 +60,7 @@ from medrlvr_trl.rewards import (
     verify,
 )
 from medrlvr_trl.run_info import RUN_INFO_FILE, read_run_info
+from medrlvr_trl.run_logs import write_jsonl
 from medrlvr_trl.user_errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -916,15 +917,6 @@ def write_predictions(
         write_jsonl(prediction_path(out, model, dataset, shift), records)
         for shift, records in enumerate(records_by_shift)
     ]
-
-
-def write_jsonl(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return path
 
 
 _STRICT_TEXT = (

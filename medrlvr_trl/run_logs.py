@@ -31,12 +31,18 @@ METRICS_FILE = "metrics.jsonl"
 COMPLETIONS_FILE = "completions.jsonl"
 
 
-def append_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]], *, append: bool = False) -> Path:
+    """Write `rows` as JSON Lines (UTF-8, one object per line), after what is there if `append`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
+    with path.open("a" if append else "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def append_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    write_jsonl(path, rows, append=True)
 
 
 def read_rows(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -406,6 +406,12 @@ def test_hub_connection_error_becomes_one_clear_error(monkeypatch):
         load_mcqa("TIGER-Lab/MMLU-Pro", "test")
 
 
+def _bigbio_source_rows(answer: str) -> datasets.Dataset:
+    """One row as bigbio's `med_qa_en_source` config holds it: options as key/value records."""
+    row = {"question": "Q?", "options": [{"key": "A", "value": "a"}, {"key": "B", "value": "b"}]}
+    return datasets.Dataset.from_list([{**row, "answer_idx": answer}])
+
+
 def test_hub_config_after_a_colon_is_passed_as_the_config_name(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
@@ -413,12 +419,7 @@ def test_hub_config_after_a_colon_is_passed_as_the_config_name(monkeypatch):
 
     def fake_load_dataset(repo, config, split):
         calls.append((repo, config, split))
-        row = {
-            "question": "Q?",
-            "options": [{"key": "A", "value": "a"}, {"key": "B", "value": "b"}],
-            "answer_idx": "B",
-        }
-        return datasets.Dataset.from_list([row])
+        return _bigbio_source_rows(answer="B")
 
     monkeypatch.setattr(data.datasets, "load_dataset", fake_load_dataset)
 
@@ -438,12 +439,7 @@ def test_a_script_dataset_is_read_from_the_hub_s_parquet_export_of_its_config(mo
         calls.append((repo, config, data_dir, revision, split))
         if revision is None:
             raise RuntimeError("Dataset scripts are no longer supported, but found med_qa.py")
-        row = {
-            "question": "Q?",
-            "options": [{"key": "A", "value": "a"}, {"key": "B", "value": "b"}],
-            "answer_idx": "A",
-        }
-        return datasets.Dataset.from_list([row])
+        return _bigbio_source_rows(answer="A")
 
     monkeypatch.setattr(data.datasets, "load_dataset", fake_load_dataset)
 
