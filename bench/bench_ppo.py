@@ -1,27 +1,28 @@
 """Seconds per PPO update: MedRLVRPPOTrainer (verifier reward) vs TRL's stock PPOTrainer (a neural
 reward model of the policy's size), same model, batch and generation length; plus where the time of
-one of our updates goes.
+one of our updates goes, phase by phase (rollout generation, scoring forwards, verifier, advantages,
+update), timed around the trainer's own methods.
 
     python bench/bench_ppo.py --updates 8            # CPU, tiny model; prints markdown tables
+    python bench/bench_ppo.py --updates 2 --batch 2 --response-length 8   # the smallest run (a smoke test)
     # one GPU, real Qwen2.5 shapes with random weights (no Hub needed), bf16, DeepSpeed ZeRO-2:
     python bench/bench_ppo.py --shape qwen2.5-0.5b --bf16 --batch 32 --response-length 256 \
         --accelerate-config launch/zero2.yaml
 
 Each trainer runs in its own subprocess (so peak RSS is its own); machines here are shared and
-noisy, so compare the ratio, not absolute seconds across runs.
+noisy, so compare the ratio, not absolute seconds across runs. `--backends` lists the rollout backends
+our trainer is measured with, one column each in the phase table (only `hf`, transformers' `generate`,
+exists today; a new backend is one more entry in BACKENDS).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +30,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from harness import PhaseTimer, print_result, run_child  # noqa: E402
 from machine import machine_line  # noqa: E402
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -44,6 +46,22 @@ SHAPES = {
 QWEN_VOCAB = 151_936
 # Peak HBM bandwidth, bytes/s (vendor data sheets), for the decode-throughput bound.
 BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}
+# Rollout backends of our trainer: name -> (what generates, MedRLVRPPOConfig fields that select it).
+BACKENDS: dict[str, tuple[str, dict]] = {"hf": ("transformers generate", {})}
+TRAINERS = ("ours", "trl", "trl-no-gc")
+# Our trainer's phases: (method, row), in table order; `forward` is the policy + critic pair's, split
+# by the phase that calls it (rollout scoring or the update).
+PHASES = (
+    ("_rollout", "rollout"),
+    ("_generate", "generation"),
+    ("forward", "policy + critic forward"),
+    ("_reference_logprobs", "reference forward"),
+    ("_score", "verifier"),
+    ("_advantages", "advantages (GAE)"),
+    ("_update", "update"),
+    ("backward", "backward"),
+    ("step", "optimizer step"),
+)
 
 
 def _common(args: argparse.Namespace, out: Path) -> dict:
@@ -79,7 +97,8 @@ def _model_dir(shape: str) -> Path:
 
 
 def run_one(which: str, args: argparse.Namespace) -> dict:
-    """Train `args.updates` updates with one trainer; return per-update seconds and peak RSS."""
+    """Train `args.updates` updates with one trainer (ours with `args.backend`); return per-update
+    seconds, seconds per phase (ours) and peak RSS."""
     import tempfile
 
     from transformers import TrainerCallback
@@ -108,17 +127,18 @@ def run_one(which: str, args: argparse.Namespace) -> dict:
         )
 
     out = Path(tempfile.mkdtemp(prefix=f"bench-{which}-"))
-    phases: dict[str, float] = defaultdict(float)
+    timer = PhaseTimer()
     if which == "ours":
         from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer
 
         policy, ref, value = models()
+        backend_fields = BACKENDS[args.backend][1]
         trainer = MedRLVRPPOTrainer(
-            args=MedRLVRPPOConfig(**_common(args, out), save_steps=10**6),
+            args=MedRLVRPPOConfig(**_common(args, out), save_steps=10**6, **backend_fields),
             processing_class=tokenizer, model=policy, ref_model=ref, value_model=value,
             train_dataset=dataset, gold=gold, callbacks=[Stamp()],
         )  # fmt: skip
-        _instrument(trainer, phases)
+        _instrument(trainer, timer)
     else:
         from trl.experimental.ppo import PPOConfig, PPOTrainer
 
@@ -138,7 +158,12 @@ def run_one(which: str, args: argparse.Namespace) -> dict:
     seconds = [b - a for a, b in zip([start, *stamps], stamps, strict=False)]
     import torch
 
-    result = {"which": which, "seconds": seconds, "phases": dict(phases)}
+    result = {"which": which, "backend": args.backend, "seconds": seconds}
+    if which == "ours":
+        timer.check_all_called()
+        order = [label for _, label in PHASES]
+        result["phases"] = dict(timer.seconds)
+        result["phase_rows"] = timer.rows(sum(seconds), order)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
         result["gpu"] = torch.cuda.get_device_name()
@@ -153,36 +178,21 @@ def run_one(which: str, args: argparse.Namespace) -> dict:
     return result
 
 
-def _instrument(trainer, phases: dict[str, float]) -> None:
-    """Wrap the pieces of an update with timers (generation, reference/value forward, reward, backward, step)."""
-    from medrlvr_trl import ppo
-
-    def timed(name, fn):
-        def wrapper(*a, **k):
-            tic = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                phases[name] += time.perf_counter() - tic
-
-        return wrapper
-
-    ppo.trl_ppo.batch_generation = timed("generation", ppo.trl_ppo.batch_generation)
-    ppo.get_reward = timed("value forward (rollout)", ppo.get_reward)
-    trainer._reference_logprobs = timed("reference forward", trainer._reference_logprobs)
-    trainer._score = timed("reward (verifier)", trainer._score)
-    trainer._advantages = timed("advantages (GAE)", trainer._advantages)
-    trainer._update = timed("update total", trainer._update)
-    trainer.accelerator.backward = timed("backward", trainer.accelerator.backward)
-    trainer.optimizer.step = timed("optimizer step", trainer.optimizer.step)
+def _instrument(trainer, timer: PhaseTimer) -> None:
+    """Time each phase of our update around the trainer's own methods (on this instance), the policy +
+    critic pair's forward, the accelerator's backward and the optimizer's step."""
+    pair = trainer.accelerator.unwrap_model(trainer.model)
+    owners = {"forward": pair, "backward": trainer.accelerator, "step": trainer.optimizer}
+    for name, label in PHASES:
+        timer.wrap(owners.get(name, trainer), name, label)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--updates", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--updates", type=int, default=8, help="at least 2: the first is left out as warm-up")
+    parser.add_argument("--batch", type=int, default=8, help="rollouts per update")
     parser.add_argument("--response-length", type=int, default=32)
     parser.add_argument("--ppo-epochs", type=int, default=1)
     parser.add_argument("--shape", choices=["tiny", *SHAPES], default="tiny")
@@ -190,59 +200,87 @@ def main() -> None:
     parser.add_argument(
         "--accelerate-config", help="run each trainer under `accelerate launch` with this config"
     )
-    parser.add_argument("--which", choices=["ours", "trl", "trl-no-gc"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--backends", nargs="+", choices=list(BACKENDS), default=["hf"],
+        help="rollout backends to measure our trainer with (one column each)",
+    )  # fmt: skip
+    parser.add_argument("--which", choices=TRAINERS, help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--backend", choices=list(BACKENDS), default="hf", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.updates < 2:
+        parser.error("--updates must be at least 2 (the first update is warm-up and left out)")
     if args.which:
-        print("RESULT " + json.dumps(run_one(args.which, args)))
+        print_result(run_one(args.which, args))
         return
 
+    runs = [("ours", backend) for backend in args.backends] + [("trl", "hf"), ("trl-no-gc", "hf")]
     results = {}
-    for which in ("ours", "trl", "trl-no-gc"):
+    for which, backend in runs:
         cmd = [sys.executable, __file__]
         if args.accelerate_config:
             cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file", args.accelerate_config,
                    "--num_processes", "1", __file__]  # fmt: skip
-        cmd += ["--which", which, "--updates", str(args.updates), "--batch", str(args.batch), "--response-length",
-                str(args.response_length), "--ppo-epochs", str(args.ppo_epochs), "--shape", args.shape]  # fmt: skip
+        cmd += ["--which", which, "--backend", backend, "--updates", str(args.updates), "--batch", str(args.batch),
+                "--response-length", str(args.response_length), "--ppo-epochs", str(args.ppo_epochs),
+                "--shape", args.shape]  # fmt: skip
         cmd += ["--bf16"] if args.bf16 else []
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
-        results[which] = json.loads(line[len("RESULT ") :])
+        results[which, backend] = run_child(cmd, f"{which} ({backend})")
+    _print_tables(results, args)
 
-    def median_after_first(r):  # the first update pays one-off warm-up costs
-        return statistics.median(r["seconds"][1:])
 
-    ours, trl = median_after_first(results["ours"]), median_after_first(results["trl"])
-    trl_no_gc = median_after_first(results["trl-no-gc"])
+def _median_after_first(result: dict) -> float:
+    return statistics.median(result["seconds"][1:])  # the first update pays one-off warm-up costs
+
+
+def _print_tables(results: dict, args: argparse.Namespace) -> None:
+    ours = {backend: results["ours", backend] for backend in args.backends}
+    trl, trl_no_gc = results["trl", "hf"], results["trl-no-gc", "hf"]
+    first = ours[args.backends[0]]
     print(machine_line())
-    print(f"{args.shape} policy ({results['ours']['policy_params'] / 1e6:.1f}M parameters), {args.batch} rollouts x {args.response_length} tokens per update, "
-          f"{args.updates} updates, {args.ppo_epochs} PPO epoch(s)\n")  # fmt: skip
-    print("| trainer | reward | s/update (median) | peak RSS MB |\n| --- | --- | --- | --- |")
-    print(f"| MedRLVRPPOTrainer | verifier | {ours:.3f} | {results['ours']['peak_rss_mb']:.0f} |")
-    print(f"| TRL PPOTrainer | reward model | {trl:.3f} | {results['trl']['peak_rss_mb']:.0f} |")
+    print(f"{args.shape} policy ({first['policy_params'] / 1e6:.1f}M parameters), {args.batch} rollouts x "
+          f"{args.response_length} tokens per update, {args.updates} updates, {args.ppo_epochs} PPO epoch(s)\n")  # fmt: skip
     print(
-        f"| TRL PPOTrainer, its gc.collect() calls disabled | reward model | {trl_no_gc:.3f} "
-        f"| {results['trl-no-gc']['peak_rss_mb']:.0f} |"
+        "| trainer | rollouts | reward | s/update (median) | peak RSS MB |\n| --- | --- | --- | --- | --- |"
     )
-    print(f"\nratio TRL / ours: {trl / ours:.2f}x (without TRL's gc.collect(): {trl_no_gc / ours:.2f}x)\n")
-    phases = results["ours"]["phases"]
-    total = sum(results["ours"]["seconds"])
-    print("| phase (ours, all updates) | seconds | share |\n| --- | --- | --- |")
-    for name, seconds in sorted(phases.items(), key=lambda kv: -kv[1]):
-        print(f"| {name} | {seconds:.2f} | {seconds / total:.0%} |")
-    print(f"| whole updates | {total:.2f} | 100% |")
-    _print_gpu_section(results["ours"], args)
+    for backend, result in ours.items():
+        print(f"| MedRLVRPPOTrainer | {backend}: {BACKENDS[backend][0]} | verifier "
+              f"| {_median_after_first(result):.3f} | {result['peak_rss_mb']:.0f} |")  # fmt: skip
+    print(f"| TRL PPOTrainer | TRL batch_generation | reward model | {_median_after_first(trl):.3f} "
+          f"| {trl['peak_rss_mb']:.0f} |")  # fmt: skip
+    print(f"| TRL PPOTrainer, its gc.collect() calls disabled | TRL batch_generation | reward model "
+          f"| {_median_after_first(trl_no_gc):.3f} | {trl_no_gc['peak_rss_mb']:.0f} |")  # fmt: skip
+    for backend, result in ours.items():
+        mine = _median_after_first(result)
+        print(f"\nratio TRL / ours ({backend}): {_median_after_first(trl) / mine:.2f}x "
+              f"(without TRL's gc.collect(): {_median_after_first(trl_no_gc) / mine:.2f}x)")  # fmt: skip
+
+    print(
+        f"\nwhere our update's time goes (all {args.updates} updates; a row under a phase is part of it):\n"
+    )
+    header = " | ".join(f"{b}: seconds | {b}: share" for b in args.backends)
+    print(f"| phase | {header} |\n| --- |" + " --- | --- |" * len(args.backends))
+    rows = {backend: dict(result["phase_rows"]) for backend, result in ours.items()}
+    names = list(dict.fromkeys(name for r in ours.values() for name, _ in r["phase_rows"]))
+    totals = {backend: sum(result["seconds"]) for backend, result in ours.items()}
+    for name in [*names, "whole updates"]:
+        cells = []
+        for backend in args.backends:
+            seconds = totals[backend] if name == "whole updates" else rows[backend].get(name)
+            cells.append("- | -" if seconds is None else f"{seconds:.3f} | {seconds / totals[backend]:.0%}")
+        print(f"| {name} | {' | '.join(cells)} |")
+    for backend, result in ours.items():
+        _print_gpu_section(result, args, backend)
 
 
-def _print_gpu_section(ours: dict, args: argparse.Namespace) -> None:
+def _print_gpu_section(ours: dict, args: argparse.Namespace, backend: str) -> None:
     """Peak GPU memory, rollout tokens/s, and how far decoding is from the memory-bandwidth bound."""
     if "gpu" not in ours:
         return
     tokens = (ours["mean_response_tokens"] or args.response_length) * args.batch * args.updates
-    rate = tokens / ours["phases"]["generation"]
+    rate = tokens / ours["phases"]["rollout: generation"]
     weight_bytes = ours["policy_params"] * (2 if args.bf16 else 4)
     bandwidth = next((bw for name, bw in BANDWIDTH.items() if name in ours["gpu"]), None)
-    print(f"\nGPU: {ours['gpu']}; peak allocated {ours['peak_gpu_mb']:.0f} MB (ours)")
+    print(f"\nGPU: {ours['gpu']}; peak allocated {ours['peak_gpu_mb']:.0f} MB (ours, {backend} rollouts)")
     print(f"rollout generation: {rate:,.0f} tokens/s at batch {args.batch}")
     if bandwidth:
         # Each decode step reads every weight once: at best `batch` tokens per weight_bytes / bandwidth.
