@@ -2,6 +2,7 @@
 
     python bench/bench_memory_plan.py                 # every case; prints a markdown table
     python bench/bench_memory_plan.py --cases logits scoring
+    python bench/bench_memory_plan.py --cases smoke   # seconds: checks the script runs, validates nothing
 
 Each case is one PPO update of `MedRLVRPPOTrainer` (rollout: generation, old log-probs, reference
 log-probs, values; verifier; GAE; two optimizer steps, so Adam states exist while the second
@@ -24,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
+from harness import print_result, run_child  # noqa: E402
 from machine import machine_line  # noqa: E402
 
 QWEN_VOCAB = 151_936
@@ -55,6 +55,11 @@ CASES = {
                           chunk=4, mini=2, gc=True, bf16=False),  # the same with gradient checkpointing
     "bf16-autocast": dict(hidden=512, layers=8, inter=1408, heads=8, kv=2, prompt=256, response=256, micro=4,
                           chunk=4, mini=2, gc=False, bf16=True),  # fp32 masters, bf16 autocast compute
+}  # fmt: skip
+# Not a validation (a few MB, where framework state dominates): the smallest run, for the test suite.
+SMOKE_CASES = {
+    "smoke": dict(hidden=32, layers=1, inter=64, heads=2, kv=1, prompt=16, response=8, micro=2, chunk=2, mini=1,
+                  gc=False, bf16=False),
 }  # fmt: skip
 
 
@@ -154,7 +159,7 @@ def run_case(name: str) -> dict:
     """Two PPO updates of the case; the estimate and the measured peaks of the second, in bytes."""
     from medrlvr_trl import ppo
 
-    case = CASES[name]
+    case = {**CASES, **SMOKE_CASES}[name]
     max_before = _max_rss_bytes()
     trainer, estimate, before = build_trainer(name, case, updates=2)
     peaks = _instrument(trainer, ppo)
@@ -266,7 +271,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--cases", nargs="+", choices=[*CASES, *SMOKE_CASES], default=list(CASES))
     parser.add_argument("--glibc-default", action="store_true", help="keep glibc's dynamic mmap threshold")
     parser.add_argument(
         "--paper-fit",
@@ -274,10 +279,10 @@ def main() -> None:
         help="print the estimate of a PPO config on the paper's hardware, by chunk",
     )
     parser.add_argument("--chunks", type=int, nargs="+", default=[32, 16, 8, 4, 2])
-    parser.add_argument("--case", choices=list(CASES), help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--case", choices=[*CASES, *SMOKE_CASES], help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
     if args.case:
-        print("RESULT " + json.dumps(run_case(args.case)))
+        print_result(run_case(args.case))
         return
     if args.paper_fit:
         paper_fit(args.paper_fit, args.chunks)
@@ -287,13 +292,7 @@ def main() -> None:
         env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     results = []
     for name in args.cases:
-        done = subprocess.run(
-            [sys.executable, __file__, "--case", name], capture_output=True, text=True, env=env
-        )
-        lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-        if done.returncode or not lines:
-            sys.exit(f"case {name} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-        results.append(json.loads(lines[0][len("RESULT ") :]))
+        results.append(run_child([sys.executable, __file__, "--case", name], f"case {name}", env=env))
         print(f"# {name}: {results[-1]['line']}", file=sys.stderr)
     gib = 2**30
     print(machine_line())

@@ -3,6 +3,7 @@ TRL's own path (BEFORE) vs `MedRLVRPPOTrainer._rollout` (AFTER), at Qwen's real 
 
     python bench/bench_rollout_memory.py                                  # 8 rollouts x 512 tokens, chunks of 4
     python bench/bench_rollout_memory.py --rollouts 8 --chunk 8 --response-length 512
+    python bench/bench_rollout_memory.py --rollouts 2 --chunk 2 --response-length 8 --prompt-length 16  # smoke
 
 BEFORE is what TRL 1.12's PPOTrainer (and this project until the rollout rewrite) does:
 `trl.experimental.ppo.ppo_trainer.batch_generation` (generate with output_scores=True, the fp32 scores
@@ -21,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 from bench_memory_plan import _hwm_bytes, _reset_hwm, _rss_bytes, build_trainer  # noqa: E402
+from harness import print_result, run_child  # noqa: E402
 from machine import machine_line  # noqa: E402
 
 
@@ -101,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = (args.rollouts, args.chunk, args.response_length, args.prompt_length)
     if args.mode:
-        print("RESULT " + json.dumps(run_mode(args.mode, *sizes)))
+        print_result(run_mode(args.mode, *sizes))
         return
     env = {
         **os.environ,
@@ -112,11 +112,7 @@ def main() -> None:
     for mode in ("before", "after"):
         cmd = [sys.executable, __file__, "--mode", mode, "--rollouts", str(args.rollouts), "--chunk", str(args.chunk),
                "--response-length", str(args.response_length), "--prompt-length", str(args.prompt_length)]  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-        if done.returncode or not lines:
-            sys.exit(f"mode {mode} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-        results[mode] = json.loads(lines[0][len("RESULT ") :])
+        results[mode] = run_child(cmd, f"mode {mode}", env=env)
     gib = 2**30
     before, after = results["before"]["peak"], results["after"]["peak"]
     print(machine_line())
