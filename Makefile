@@ -85,7 +85,10 @@ dynamics: install
 	@test -n "$(RUN)" || { echo "usage: make dynamics RUN=<ppo, grpo or rloo output_dir>"; exit 2; }
 	$(BIN)/python recipes/dynamics_report.py --run $(RUN)
 
-# Prints the tables and keeps them in runs/bench/; docs/benchmarks.md explains them.
+# Prints the tables and keeps them in runs/bench/; docs/benchmarks.md explains them. pipefail: a
+# benchmark that fails stops make (through `| tee` it would not).
+bench: SHELL := /bin/bash
+bench: .SHELLFLAGS := -o pipefail -c
 bench: install
 	mkdir -p runs/bench
 	$(BIN)/python bench/bench_verifier.py --n 20000 | tee runs/bench/verifier.md
