@@ -30,6 +30,7 @@ from medrlvr_trl import run_logs
 from medrlvr_trl.dynamics import STAGE_TITLES, STAGES, Stage, completion_features
 from medrlvr_trl.rewards import Verdict
 from medrlvr_trl.run_logs import COMPLETIONS_FILE, METRICS_FILE
+from medrlvr_trl.user_errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,15 @@ STAGE_COLORS = {
     Stage.STEP_BY_STEP_EXPLOIT: "#ff7f0e",
     Stage.REINTEGRATED_REASONING: "#9467bd",
 }
+
+
+class RunFolderError(UserError, FileNotFoundError):
+    """`--run` is not a run folder, or lacks a log: the user's mistake (one `error:` line), and still a
+    FileNotFoundError for callers that catch that."""
+
+
+class RunLogError(UserError):
+    """A run's log cannot be read (a row without a needed field, bad JSON, no rows): names file and row."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,7 @@ def _require(row: dict[str, Any], name: str, kinds: tuple[type, ...], path: Path
     """A field of the right type, or an error naming file, row and field (True is not a number here)."""
     value = row.get(name)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise ValueError(
+        raise RunLogError(
             f"{path}: row {number}: field {name!r} is {value!r}; every row needs it "
             "(was this file written by recipes/ppo_medqa.py?)"
         )
@@ -99,12 +109,15 @@ def _require(row: dict[str, Any], name: str, kinds: tuple[type, ...], path: Path
 
 def _read(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist; --run must be a PPO output_dir (recipes/ppo_medqa.py)"
+        raise RunFolderError(
+            f"{path} does not exist; --run must be the output_dir of a PPO, GRPO or RLOO run"
         )
-    rows = list(run_logs.read_rows(path))
+    try:
+        rows = list(run_logs.read_rows(path))
+    except ValueError as err:  # a line that is not JSON, named by file and line
+        raise RunLogError(str(err)) from None
     if not rows:
-        raise ValueError(f"{path} has no rows; the run logged nothing yet")
+        raise RunLogError(f"{path} has no rows; the run logged nothing yet")
     return rows
 
 
@@ -131,7 +144,7 @@ def _logged_completion(row: dict[str, Any], path: Path, number: int) -> LoggedCo
             stage = Stage(row["stage"])
         except ValueError:
             known = ", ".join(STAGES)
-            raise ValueError(
+            raise RunLogError(
                 f"{path}: row {number}: field 'stage' is {row['stage']!r}; known: {known}"
             ) from None
         leak, prefix = bool(row.get("answer_leak")), bool(row.get("prefix_exploit"))
@@ -391,9 +404,11 @@ def write_report(run: str | Path, out_dir: str | Path | None = None, *, window: 
     """Analyse one run folder and write the figure, report and summary; returns their paths."""
     run = Path(run)
     if not run.is_dir():
-        raise FileNotFoundError(f"run folder {run} does not exist; pass a PPO output_dir as --run")
+        raise RunFolderError(
+            f"run folder {run} does not exist; --run must be the output_dir of a PPO, GRPO or RLOO run"
+        )
     if window < 0:
-        raise ValueError(f"--window: got {window}; need 0 (automatic) or a positive number of updates")
+        raise UserError(f"--window: got {window}; need 0 (automatic) or a positive number of updates")
     out = Path(out_dir) if out_dir else run / "dynamics"
     completions = load_completions(run / COMPLETIONS_FILE)
     metrics = load_metrics(run / METRICS_FILE)

@@ -23,7 +23,9 @@ from medrlvr_trl.user_errors import run_command  # noqa: E402
 
 @dataclass
 class DynamicsReportArguments:
-    run: str = field(metadata={"help": "A PPO output_dir holding metrics.jsonl and completions.jsonl."})
+    run: str = field(
+        metadata={"help": "A PPO, GRPO or RLOO output_dir holding metrics.jsonl and completions.jsonl."}
+    )
     out_dir: str | None = field(default=None, metadata={"help": "Where to write; default <run>/dynamics."})
     window: int = field(
         default=0, metadata={"help": "Smooth stage shares over this many logged updates; 0: automatic."}
