@@ -70,7 +70,15 @@ class MCQAScriptArguments(ScriptArguments):
     dry_run: bool = field(
         default=False,
         metadata={
-            "help": "Resolve and print the configuration and batch arithmetic, then exit before loading."
+            "help": "Resolve and print the configuration and batch arithmetic, then exit before loading "
+            "(runs on any machine: bf16 is planned for, not checked)."
+        },
+    )
+    launch_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dry run only: plan memory for this accelerate config (e.g. launch/zero3.yaml; world size "
+            "from WORLD_SIZE, else the file's num_processes) instead of the launch it runs under."
         },
     )
 
@@ -197,6 +205,8 @@ def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = N
     try:
         return TrlParser(dataclass_types=list(dataclass_types)).parse_args_and_config(argv)
     except ValueError as err:
+        if "doesn't support bf16" in str(err) and (planned := _dry_run_without_gpu(dataclass_types, argv)):
+            return planned
         if "doesn't support bf16" in str(err):
             tiny = offline_command()
             raise UserError(
@@ -210,6 +220,23 @@ def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = N
                 + (f", or try the offline tiny config: {tiny}" if tiny else "")
             ) from None
         raise UserError(str(err)) from None
+
+
+def _dry_run_without_gpu(dataclass_types: Sequence[type], argv: list[str]) -> tuple[Any, ...] | None:
+    """A dry run plans a GPU launch on any machine: parse with bf16 off (transformers checks for a GPU),
+    then put bf16 back, so the plan uses the config as written. None when this is not a dry run."""
+    try:
+        parsed = TrlParser(dataclass_types=list(dataclass_types)).parse_args_and_config(
+            [*argv, "--bf16", "false"]
+        )
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if not any(getattr(part, "dry_run", False) for part in parsed):
+        return None
+    for part in parsed:
+        if hasattr(part, "bf16"):
+            part.bf16 = True
+    return parsed
 
 
 def offline_command(script: str | None = None) -> str | None:

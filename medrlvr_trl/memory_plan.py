@@ -11,7 +11,7 @@ read from the environment `accelerate launch` sets). It follows what `medrlvr_tr
 
 - weights: trainable policy and critic in fp32 (master weights) unless DeepSpeed runs bf16/fp16 (then
   in that dtype, DeepSpeed keeping fp32 masters in its optimizer partitions); the frozen reference in
-  the config's `dtype`; ZeRO-3 partitions all three.
+  the policy's dtype (same weights, same log-probs: KL 0 at step 0); ZeRO-3 partitions all three.
 - optimizer: one AdamW over policy + critic, 2 fp32 states per parameter; under DeepSpeed the ZeRO
   paper's 12 bytes per parameter (fp32 master + 2 states) divided by the world size (Rajbhandari et
   al. 2020, arXiv:1910.02054, Fig. 1), 0 on the device when the optimizer is offloaded.
@@ -19,16 +19,20 @@ read from the environment `accelerate launch` sets). It follows what `medrlvr_tr
   than one process runs (`gradient_as_bucket_view=False`, accelerate's default); under ZeRO the
   compute-dtype gradients (partitioned from stage 2) plus the fp32 gradient partition.
 - generation (chunks of `local_rollout_forward_batch_size` rows): KV cache over prompt + response,
-  no generation scores; ZeRO-3 gathers the whole policy (`ds3_gather_for_generation`).
+  no generation scores; ZeRO-3 gathers the whole policy, not the critic (`ds3_gather_for_generation`).
 - scoring (same chunks, no grad): policy + critic forward, then the reference; logits only over
-  response positions, scaled into fp32 for the log-softmax.
+  response positions, made fp32 and scaled in place for the log-softmax.
+- DeepSpeed's own buffers at their defaults (DeepSpeed's config docs): the gradient reduce bucket
+  (`reduce_bucket_size` 5e8 elements, compute dtype) in the update at stages 2 and 3, and under ZeRO-3 up
+  to `stage3_max_live_parameters` (1e9) gathered parameters in every phase.
 - update (micro-batches of `per_device_train_batch_size` rows of prompt + response): activations of
   policy and critic, response-position logits, gradients; the peak is the largest of the moments
   listed in `_update_moments`.
 
 The total is the resident memory (weights, optimizer states, DDP buckets, rollout buffers) plus the
-largest of the three phases, which never overlap. Not counted: the CUDA context and allocator
-fragmentation (keep ~10% headroom), NCCL buffers, checkpoint saving.
+largest of the three phases, which never overlap. Not counted: the CUDA context, NCCL buffers and
+allocator fragmentation; a plan fits a GPU when its total is at most `HEADROOM` (90%) of what the GPU
+holds (`GPU_GIB`: what `torch.cuda.mem_get_info` reports in total, not the marketing size).
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ logger = logging.getLogger(__name__)
 
 GIB = 2**30
 QWEN_VOCAB = 151_936
+# Total memory as CUDA reports it (GiB): an A100-40GB holds 39.59, not 40; the 80 GB cards 79.15.
+GPU_GIB = {"A100-40GB": 39.59, "A100/H100-80GB": 79.15}
+HEADROOM = 0.90  # the share of a GPU a plan may fill: the rest is CUDA context, NCCL and fragmentation
+# DeepSpeed defaults (deepspeed.readthedocs.io, ZeRO config) that accelerate's YAML launch configs keep.
+DS_REDUCE_BUCKET = 500_000_000  # zero_optimization.reduce_bucket_size, elements
+DS3_MAX_LIVE_PARAMETERS = 1_000_000_000  # zero_optimization.stage3_max_live_parameters
 DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}
 
 
@@ -184,6 +194,8 @@ class Launch:
     zero_stage: int = 0
     offload_optimizer: bool = False
     offload_params: bool = False
+    reduce_bucket_size: int = DS_REDUCE_BUCKET
+    max_live_parameters: int = DS3_MAX_LIVE_PARAMETERS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, deepspeed_config: Any = None) -> Launch:
@@ -206,7 +218,46 @@ class Launch:
             stage = zero["stage"]
         off_opt = off_opt or zero.get("offload_optimizer", {}).get("device", "none") not in ("none", None)
         off_param = off_param or zero.get("offload_param", {}).get("device", "none") not in ("none", None)
-        return cls(world_size, True, stage, off_opt, off_param and stage == 3)
+        buckets = {
+            name: int(zero[key])
+            for name, key in (("reduce_bucket_size", "reduce_bucket_size"),
+                              ("max_live_parameters", "stage3_max_live_parameters"))
+            if isinstance(zero.get(key), (int, float))
+        }  # fmt: skip
+        return cls(world_size, True, stage, off_opt, off_param and stage == 3, **buckets)
+
+    @classmethod
+    def from_accelerate_config(cls, path: str | Path, env: Mapping[str, str] | None = None) -> Launch:
+        """The launch an `accelerate launch --config_file <path>` would make, for a dry run without it.
+
+        World size: WORLD_SIZE when set (e.g. 32 for the paper's 4 x 8 GPUs), else the file's num_processes.
+        """
+        import yaml
+
+        from medrlvr_trl.user_errors import UserError
+
+        file = Path(path)
+        try:
+            config = yaml.safe_load(file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise UserError(
+                f"--launch_config {path}: cannot read it as an accelerate config ({err})"
+            ) from None
+        env = os.environ if env is None else env
+        world_size = env.get("WORLD_SIZE") or str(config.get("num_processes", 1))
+        if config.get("distributed_type") != "DEEPSPEED":
+            return cls(world_size=int(world_size))
+        ds = config.get("deepspeed_config") or {}
+        launched = {
+            "WORLD_SIZE": world_size,
+            "ACCELERATE_USE_DEEPSPEED": "true",
+            "ACCELERATE_DEEPSPEED_ZERO_STAGE": str(ds.get("zero_stage", 2)),
+            "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE": str(ds.get("offload_optimizer_device", "none")),
+            "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE": str(ds.get("offload_param_device", "none")),
+        }
+        if ds.get("deepspeed_config_file"):
+            launched["ACCELERATE_DEEPSPEED_CONFIG_FILE"] = str(ds["deepspeed_config_file"])
+        return cls.from_env(launched)
 
     def describe(self) -> str:
         if not self.deepspeed:
@@ -237,7 +288,6 @@ class PPOWorkload:
     rollout_chunk: int
     rollouts_per_device: int
     compute_bytes: int  # 2 with bf16/fp16 (autocast or DeepSpeed), else 4
-    reference_dtype: str | None  # ModelConfig.dtype: what the frozen reference loads in
     gradient_checkpointing: bool
     gather_for_generation: bool = True  # ds3_gather_for_generation
     lora_rank: int | None = None  # use_peft: adapter rank (no reference model)
@@ -256,7 +306,6 @@ class PPOWorkload:
             rollout_chunk=min(args.local_rollout_forward_batch_size, per_device),
             rollouts_per_device=per_device,
             compute_bytes=2 if (args.bf16 or args.fp16) else 4,
-            reference_dtype=getattr(model_args, "dtype", None),
             gradient_checkpointing=bool(args.gradient_checkpointing),
             gather_for_generation=bool(getattr(args, "ds3_gather_for_generation", True)),
             lora_rank=getattr(model_args, "lora_r", 16) if use_peft else None,
@@ -302,22 +351,22 @@ class MemoryEstimate:
             f"peak in {self.peak_phase}: total {self.total / GIB:.1f} GiB"
         )
 
+    def fits(self, gpu: str) -> bool:
+        """True when the total is at most `HEADROOM` of what `gpu` (a `GPU_GIB` key) holds."""
+        return self.total <= HEADROOM * GPU_GIB[gpu] * GIB
+
     def detail_lines(self) -> list[str]:
         phases = ", ".join(f"{name} {_g(value)}" for name, value in self.phases.items())
         lines = [f"memory plan: {key}: {value}" for key, value in self.details.items()]
         lines.append(f"memory plan: total = resident {_g(self.resident)} + the largest phase ({phases})")
+        verdicts = [f"{gpu} ({GPU_GIB[gpu]} GiB, line {HEADROOM * GPU_GIB[gpu]:.1f}): "
+                    + ("fits" if self.fits(gpu) else "does NOT fit") for gpu in GPU_GIB]  # fmt: skip
+        lines.append(f"memory plan: fit at {HEADROOM:.0%} of the GPU's memory: " + "; ".join(verdicts))
         return lines
 
 
 def _g(num_bytes: float) -> str:
     return f"{num_bytes / GIB:.2f} GiB"
-
-
-def _dtype_bytes(dtype: Any, shape: ModelShape) -> int:
-    name = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
-    if name == "auto":
-        name = shape.checkpoint_dtype or "float32"
-    return DTYPE_BYTES.get(name, 4)
 
 
 def layer_activation_bytes(shape: ModelShape, regime: str) -> int:
@@ -363,7 +412,7 @@ def estimate_ppo(shape: ModelShape, work: PPOWorkload, launch: Launch) -> Memory
     autocast = not ds and c < 4  # fp32 master weights, bf16/fp16 compute
     regime = "fp32" if c == 4 else ("autocast" if autocast else "bf16")
     trained_bytes = c if ds else 4
-    ref_bytes = c if ds else _dtype_bytes(work.reference_dtype, shape)
+    ref_bytes = trained_bytes  # the reference loads in the policy's dtype
     p_policy, p_critic = shape.causal_lm_params, shape.critic_params
     adapter = shape.lora_params(work.lora_rank, work.lora_targets) if lora else 0
     trainable = (adapter if lora else p_policy) + p_critic
@@ -399,7 +448,9 @@ def estimate_ppo(shape: ModelShape, work: PPOWorkload, launch: Launch) -> Memory
     )
     sampling = 6 * chunk * shape.vocab_size * 4  # fp32 next-token logits, processors, probabilities
     if stage == 3:
-        working = c * (shape.vocab_size * shape.hidden_size + 2 * shape.layer_params)  # one layer + prefetch
+        # DeepSpeed keeps up to stage3_max_live_parameters gathered (one layer + prefetch at the least)
+        working = c * max(shape.vocab_size * shape.hidden_size + 2 * shape.layer_params,
+                          min(launch.max_live_parameters, max(p_policy, p_critic)))  # fmt: skip
         gathered_gen = c * p_policy if work.gather_for_generation else working
     else:
         working = gathered_gen = 0.0
@@ -407,15 +458,14 @@ def estimate_ppo(shape: ModelShape, work: PPOWorkload, launch: Launch) -> Memory
     generation = kv + kv_grow + prefill + sampling + gen_copies
 
     # --- scoring: policy + critic forward, then the reference, `chunk` rows, no grad. Logits: the LM head's
-    # output (R+1 positions) -> fp32 (a copy unless already fp32) -> scaled (/ temperature); at most the
-    # output, its fp32 copy and the scaled copy coexist. Under autocast the policy/critic pair's output
-    # arrives already fp32 (accelerate's convert_outputs_to_fp32), so that pair peaks at 8 bytes per element,
-    # with the bf16 weight cache alive; the reference (frozen: never cached) at 10. Plus TRL's row-by-row
-    # log-softmax (two (R, V) fp32 rows).
+    # output (R+1 positions) -> fp32 (a copy unless already fp32), scaled in place (/ temperature): 6 bytes
+    # per element from bf16, 4 in fp32. Under autocast accelerate's convert_outputs_to_fp32 makes the
+    # pair's copy, the reference's is ours: 6 bytes either way. Plus TRL's row-by-row log-softmax (two
+    # (R, V) fp32 rows).
     elems = chunk * resp * shape.vocab_size
-    low = c + 4 + 4 if c < 4 else 8
+    low = c + 4 if c < 4 else 4
     rows = 2 * resp * shape.vocab_size * 4
-    pair_logits = elems * (8 if autocast else low) + rows
+    pair_logits = elems * low + rows
     ref_logits = elems * low + rows
     nograd_layer = (
         chunk * seq * (3 * shape.hidden_size * 4 + 3 * shape.intermediate_size * c) + 2 * chunk * seq**2
@@ -435,11 +485,13 @@ def estimate_ppo(shape: ModelShape, work: PPOWorkload, launch: Launch) -> Memory
     else:
         g_policy, g_critic = 4.0 * (adapter if lora else p_policy), 4.0 * p_critic
     update_copies = working + (c * cast_params if autocast else 0.0)
+    reduce_bucket = c * launch.reduce_bucket_size if stage >= 2 else 0.0  # gradients wait here to be reduced
     moments = _update_moments(acts[work.gradient_checkpointing], u_elems, g_policy, g_critic, c)
-    update = max(moments.values()) + masks + update_copies
+    update = max(moments.values()) + masks + update_copies + reduce_bucket
 
     phases = {"generation": generation, "scoring": scoring, "update": update}
-    transient_other = {"generation": prefill + sampling + kv_grow, "scoring": nograd_layer, "update": masks}
+    transient_other = {"generation": prefill + sampling + kv_grow, "scoring": nograd_layer,
+                       "update": masks + reduce_bucket}  # fmt: skip
     peak = max(phases, key=phases.__getitem__)
     copies = {"generation": gen_copies, "scoring": score_copies, "update": update_copies}[peak]
     details = {
@@ -452,6 +504,12 @@ def estimate_ppo(shape: ModelShape, work: PPOWorkload, launch: Launch) -> Memory
         + (" autocast over fp32 master weights" if autocast else ""),
         "weights": f"policy {_g(w_policy)} + critic {_g(w_critic)} + reference {_g(w_ref)}"
         + (" (none: LoRA)" if lora else ""),
+        "DeepSpeed buffers": (
+            f"reduce bucket {_g(reduce_bucket)} (update)"
+            + (f", live gathered parameters up to {_g(working)} (every phase)" if stage == 3 else "")
+            if ds
+            else "none (no DeepSpeed)"
+        ),
         "update moments": ", ".join(f"{k} {_g(v)}" for k, v in moments.items()),
         "sizes": f"prompt {prompt} + response {resp} tokens (max_prompt_length is the worst case), rollout chunk {chunk} "
         f"rows, micro-batch {micro} rows",
@@ -501,14 +559,21 @@ def _update_moments(acts: float, elems: int, g_policy: float, g_critic: float, c
     }
 
 
-def memory_plan_lines(args: Any, model_args: Any, env: Mapping[str, str] | None = None) -> list[str]:
+def memory_plan_lines(
+    args: Any, model_args: Any, env: Mapping[str, str] | None = None, launch_config: str | None = None
+) -> list[str]:
     """What the PPO dry run prints: detail lines, then the one `memory per device (estimate): ...` line,
-    or a single line saying why there is no estimate."""
+    or a single line saying why there is no estimate. The launch is `launch_config` (an accelerate
+    config file) when given, else the one `accelerate launch` describes in the environment."""
     try:
         shape = resolve_shape(model_args.model_name_or_path or "")
     except NoEstimate as err:
         return [f"memory per device (estimate): not available: {err}"]
-    launch = Launch.from_env(env, getattr(args, "deepspeed", None))
+    launch = (
+        Launch.from_accelerate_config(launch_config, env)
+        if launch_config
+        else Launch.from_env(env, getattr(args, "deepspeed", None))
+    )
     estimate = estimate_ppo(shape, PPOWorkload.from_args(args, model_args), launch)
     lines = estimate.detail_lines()
     if getattr(args, "value_model_name_or_path", None):
@@ -516,9 +581,9 @@ def memory_plan_lines(args: Any, model_args: Any, env: Mapping[str, str] | None 
     return [*lines, estimate.line()]
 
 
-def log_memory_plan(args: Any, model_args: Any) -> None:
+def log_memory_plan(args: Any, model_args: Any, launch_config: str | None = None) -> None:
     """Log `memory_plan_lines` on the main process (rank 0 of the launch)."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    for line in memory_plan_lines(args, model_args):
+    for line in memory_plan_lines(args, model_args, launch_config=launch_config):
         logger.info(line)

@@ -150,7 +150,9 @@ def load_value_model(
     head = model.score
     if any(key.startswith("score.") for key in info["missing_keys"]):
         std = head_std if head_std is not None else 1.0 / (config.get_text_config().hidden_size + 1)
-        with torch.no_grad():
+        params = [p for p in (head.weight, head.bias) if p is not None]
+        # Under ZeRO-3 the head is already partitioned (an empty local tensor): edit the gathered copy.
+        with _gathered(params), torch.no_grad():
             head.weight.normal_(0.0, std)
             if head.bias is not None:
                 head.bias.zero_()

@@ -47,7 +47,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 from trl.experimental.ppo import ppo_trainer as trl_ppo
 from trl.experimental.utils import first_true_indices
-from trl.models.utils import unwrap_model_for_generation
+from trl.models.utils import add_hooks, remove_hooks
 from trl.trainer.utils import selective_log_softmax
 
 from medrlvr_trl import run_logs
@@ -55,6 +55,7 @@ from medrlvr_trl.checkpoint import latest_checkpoint, load_checkpoint, refuse_un
 from medrlvr_trl.configs import VerifierOptions
 from medrlvr_trl.dynamics import CompletionFeatures, completion_features, stage_metrics
 from medrlvr_trl.modeling import cast_saved_weights
+from medrlvr_trl.optimizer_roles import RoleClippedZero, clip_by_role, restart_adam_state
 from medrlvr_trl.preemption import PreemptionHandler
 from medrlvr_trl.rewards import Gold, Verdict
 from medrlvr_trl.rewards.reward_model import GoldTable, VerifierRewardModel
@@ -229,15 +230,18 @@ class MedRLVRPPOTrainer(PPOTrainer):
         finally:
             args.num_mini_batches, args.whiten_rewards = self._num_mini_batches, whiten_rewards
         if self.is_peft_model and self.is_deepspeed_enabled:
-            if self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            if _is_zero3(self.accelerator):
                 raise ValueError(
                     "LoRA with ZeRO-3 is not supported (the adapter is merged at save); use ZeRO-2"
                 )
-        clip = self.model.gradient_clipping() if self.is_deepspeed_enabled else args.max_grad_norm
+        # Policy and critic are clipped apart, each at max_grad_norm (`optimizer_roles`).
+        self._zero_clipping = (
+            RoleClippedZero(self.model.optimizer, args.max_grad_norm) if self.is_deepspeed_enabled else None
+        )
         logger.info(
-            "clips gradients at %s (%s)",
-            clip,
-            "DeepSpeed engine" if self.is_deepspeed_enabled else "accelerate",
+            "clips gradients at %s, policy and critic each by its own norm (%s)",
+            args.max_grad_norm,
+            "DeepSpeed ZeRO optimizer" if self.is_deepspeed_enabled else "accelerate",
         )
         plan = self.plan
         args.local_batch_size = plan.rollouts_per_device
@@ -331,17 +335,19 @@ class MedRLVRPPOTrainer(PPOTrainer):
         rows at a time: old log-probs and values from the policy/critic pair, log-probs of the reference."""
         args, pad, accelerator = self.args, self.processing_class.pad_token_id, self.accelerator
         chunk = args.local_rollout_forward_batch_size
-        self.model.eval()  # generation keeps its KV cache (checkpointed layers drop it in train mode)
+        # Eval mode: checkpointed layers run plainly and generation keeps its KV cache, so checkpointing
+        # never has to be switched off and back on (which would drop `gradient_checkpointing_kwargs`).
+        self.model.eval()
         try:
             with (
-                unwrap_model_for_generation(
-                    self.model, accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation
-                ) as unwrapped,
+                _policy_for_generation(
+                    self.model, accelerator, gather=args.ds3_gather_for_generation
+                ) as policy,
                 accelerator.autocast(),
-                _without_model_generation_defaults(unwrapped.policy),
+                _without_model_generation_defaults(policy),
             ):
                 sampled = [
-                    self._generate(unwrapped.policy, queries[start : start + chunk])
+                    self._generate(policy, queries[start : start + chunk])
                     for start in range(0, queries.shape[0], chunk)
                 ]
             responses = _pad_right(sampled, pad, args.response_length)
@@ -481,6 +487,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
             for group in self.optimizer.param_groups:
                 if group.get("role") == "policy":
                     group["lr"] = 0.0
+        elif args.critic_warmup_updates > 0 and self.progress.update == args.critic_warmup_updates:
+            # The policy's first real step: Adam must not carry the step count of its zero-gradient steps.
+            restart_adam_state(self.optimizer, "policy")
         for _ in range(args.num_ppo_epochs):
             order = torch.randperm(self.plan.rollouts_per_device, device=advantages.device)
             for mini_start in range(0, self.plan.rollouts_per_device, mini):
@@ -527,9 +536,13 @@ class MedRLVRPPOTrainer(PPOTrainer):
 
         policy_weight = 0.0 if self._critic_warmup() else 1.0  # zero gradients, not none: DDP needs them all
         self.accelerator.backward(policy_weight * policy_loss + args.vf_coef * value_loss)
-        grad_norm = None
-        if self.accelerator.sync_gradients:  # clips on DDP; under DeepSpeed its engine clipped in backward
-            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+        grad_norms: dict[str, float] = {}
+        if self.accelerator.sync_gradients:  # DeepSpeed clipped (and stepped) inside backward
+            if self._zero_clipping is not None:
+                grad_norms = self._zero_clipping.last_norms
+            else:
+                self.accelerator.unscale_gradients()
+                grad_norms = clip_by_role(self.optimizer.param_groups, args.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad()
         with torch.no_grad():
@@ -546,7 +559,7 @@ class MedRLVRPPOTrainer(PPOTrainer):
                     ((clipped_values - returns) ** 2 > (new_values - returns) ** 2).float(), valid
                 ),
                 "val/ratio": trl_ppo.masked_mean(ratio, valid),
-                **({"policy/grad_norm": torch.as_tensor(float(grad_norm))} if grad_norm is not None else {}),
+                **{f"{role}/grad_norm": torch.as_tensor(norm) for role, norm in grad_norms.items()},
             }
 
     def _critic_warmup(self) -> bool:
@@ -642,6 +655,13 @@ class MedRLVRPPOTrainer(PPOTrainer):
             **update_stats,
         }
         metrics = {key: gather(value.float().reshape(1)).mean().item() for key, value in local.items()}
+        # The rollout's values before the update: a zero head shows exactly 0 at update 1 on every backend.
+        valid = ~rollouts.padding_mask
+        values_sum = gather(
+            torch.stack([rollouts.values[valid].sum(), valid.sum().float()]).reshape(1, 2)
+        ).sum(0)
+        metrics["critic/values_mean"] = (values_sum[0] / values_sum[1].clamp(min=1)).item()
+        metrics["critic/values_abs_max"] = gather(rollouts.values.abs().max().reshape(1)).max().item()
         metrics.update(stage_metrics(gather_object(rollouts.features)))  # stage shares, leak and prefix rates
         metrics["objective/rlhf_reward"] = metrics["objective/scores"] + metrics["objective/non_score_reward"]
         metrics["lr"] = self.lr_scheduler.get_last_lr()[0]
@@ -785,6 +805,30 @@ def _trl_construction_seams(args: MedRLVRPPOConfig):
         yield
     finally:
         trl_ppo.Accelerator, trl_ppo.PolicyAndValueWrapper = originals
+
+
+@contextmanager
+def _policy_for_generation(model: Any, accelerator: Accelerator, *, gather: bool):
+    """The policy to sample from. Under ZeRO-3 with `gather` (`ds3_gather_for_generation`) only the
+    policy's parameters are gathered, not the critic's (TRL's `unwrap_model_for_generation` gathers the
+    whole policy + critic engine), and DeepSpeed's fetch hooks are off while it decodes."""
+    policy = accelerator.unwrap_model(model).policy
+    if not (gather and _is_zero3(accelerator)):
+        yield policy
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(policy.parameters())):
+        remove_hooks(model)
+        try:
+            yield policy
+        finally:
+            add_hooks(model)
+
+
+def _is_zero3(accelerator: Accelerator) -> bool:
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return plugin is not None and plugin.zero_stage == 3
 
 
 @contextmanager

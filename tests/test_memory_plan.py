@@ -27,7 +27,7 @@ PAPER_CONFIG = str(REPO / "recipes/configs/ppo_qwen2.5-3b.yaml")
 QWEN_3B = QWEN25_BASE_SHAPES["qwen/qwen2.5-3b"]
 PAPER_WORK = PPOWorkload(
     prompt_length=1024, response_length=1024, micro_batch=4, rollout_chunk=32, rollouts_per_device=32,
-    compute_bytes=2, reference_dtype="bfloat16", gradient_checkpointing=True,
+    compute_bytes=2, gradient_checkpointing=True,
 )  # fmt: skip
 
 
