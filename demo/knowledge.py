@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from medrlvr_trl.user_errors import UserError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_KNOWLEDGE = Path("data/demo/knowledge.tsv")
@@ -225,12 +227,12 @@ class Fact:
 def read_knowledge(path: str | Path) -> list[Fact]:
     """Read and validate a knowledge table (tab-separated relation, subject, object, with a header).
 
-    Lines starting with "#" and blank lines are skipped. Any problem raises a `ValueError` that
-    names the file, the line and the field.
+    Lines starting with "#" and blank lines are skipped. Any problem raises a `UserError` (a `ValueError`)
+    that names the file, the line and the field.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"knowledge table {path} does not exist; pass --knowledge PATH")
+        raise UserError(f"knowledge table {path} does not exist; pass --knowledge PATH")
     facts: list[Fact] = []
     seen: dict[tuple[str, str], int] = {}
     header_seen = False
@@ -241,7 +243,7 @@ def read_knowledge(path: str | Path) -> list[Fact]:
         where = f"{path}, line {number}"
         if not header_seen:
             if tuple(fields) != KNOWLEDGE_HEADER:
-                raise ValueError(
+                raise UserError(
                     f"{where}: expected the header {'<TAB>'.join(KNOWLEDGE_HEADER)!r} as the first "
                     f"non-comment line, found {raw!r}. Add the header line."
                 )
@@ -250,36 +252,36 @@ def read_knowledge(path: str | Path) -> list[Fact]:
         fact = _parse_fact(fields, where, number)
         key = (fact.relation, fact.subject)
         if key in seen:
-            raise ValueError(
+            raise UserError(
                 f"{where}, field 'subject': {fact.subject!r} already has a {fact.relation!r} fact on line "
                 f"{seen[key]}. Keep one row per (relation, subject)."
             )
         seen[key] = number
         facts.append(fact)
     if not facts:
-        raise ValueError(f"{path}: the knowledge table holds no facts; add rows below the header")
+        raise UserError(f"{path}: the knowledge table holds no facts; add rows below the header")
     _check_distractor_supply(facts, path)
     return facts
 
 
 def _parse_fact(fields: list[str], where: str, number: int) -> Fact:
     if len(fields) != len(KNOWLEDGE_HEADER):
-        raise ValueError(
+        raise UserError(
             f"{where}: expected {len(KNOWLEDGE_HEADER)} tab-separated fields (relation, subject, object), "
             f"found {len(fields)}. Separate the fields with single tab characters."
         )
     relation, subject, obj = fields
     if relation not in RELATIONS:
-        raise ValueError(
+        raise UserError(
             f"{where}, field 'relation': unknown relation {relation!r}; known relations: "
             f"{list(RELATIONS)}. Fix the name or add the relation's texts to RELATIONS in {__name__}."
         )
     for name, value in (("subject", subject), ("object", obj)):
         if not value:
-            raise ValueError(f"{where}, field '{name}': the {name} is empty. Fill it in or remove the row.")
+            raise UserError(f"{where}, field '{name}': the {name} is empty. Fill it in or remove the row.")
         bad = [mark for mark in SENTENCE_ENDINGS if mark in value]
         if bad:
-            raise ValueError(
+            raise UserError(
                 f"{where}, field '{name}': {value!r} contains {bad}, which would end a corpus sentence "
                 "early. Rephrase it without sentence-ending punctuation."
             )
@@ -289,7 +291,7 @@ def _parse_fact(fields: list[str], where: str, number: int) -> Fact:
 def _check_distractor_supply(facts: Sequence[Fact], path: Path) -> None:
     for relation, objects in objects_by_relation(facts).items():
         if len(objects) < MIN_DISTINCT_OBJECTS:
-            raise ValueError(
+            raise UserError(
                 f"{path}: relation {relation!r} has {len(objects)} distinct objects ({objects}); questions "
                 f"need at least {MIN_DISTINCT_OBJECTS} for their distractors. Add rows to it or remove it."
             )

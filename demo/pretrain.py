@@ -32,7 +32,7 @@ from pathlib import Path
 
 from medrlvr_trl import tiny
 from medrlvr_trl.tiny import TinySpec, _exclusive_lock, _swap_into_place, _versions, build_tiny
-from medrlvr_trl.user_errors import run_command
+from medrlvr_trl.user_errors import UserError, run_command
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +76,14 @@ class PretrainSpec:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "seq_len"):
             if getattr(self, name) < 1:
-                raise ValueError(f"PretrainSpec.{name}: got {getattr(self, name)}; need a positive integer")
+                raise UserError(f"PretrainSpec.{name}: got {getattr(self, name)}; need a positive integer")
         if self.seq_len > self.tiny.max_position_embeddings:
-            raise ValueError(
+            raise UserError(
                 f"PretrainSpec.seq_len={self.seq_len} exceeds the model's max_position_embeddings="
                 f"{self.tiny.max_position_embeddings}; lower seq_len or enlarge the TinySpec"
             )
         if not 0 <= self.warmup_steps < self.steps:
-            raise ValueError(f"PretrainSpec.warmup_steps: got {self.warmup_steps}; need 0 <= warmup < steps")
+            raise UserError(f"PretrainSpec.warmup_steps: got {self.warmup_steps}; need 0 <= warmup < steps")
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def pretrain_base(build_dir: str | Path, spec: PretrainSpec = PretrainSpec()) ->
         if stored.get("fingerprint") == fingerprint:
             return PretrainResult(target, rebuilt=False, final_loss=stored["final_loss"], seconds=0.0)
         if target.exists() and any(target.iterdir()) and not (target / FINGERPRINT_FILE).is_file():
-            raise ValueError(
+            raise UserError(
                 f"{target} exists and is not a pretrain output (no {FINGERPRINT_FILE}); remove it"
             )
         staging = Path(tempfile.mkdtemp(prefix=f".{BASE_DIR}-building-", dir=root))
@@ -146,12 +146,12 @@ def pretrain_base(build_dir: str | Path, spec: PretrainSpec = PretrainSpec()) ->
 def _read_corpus(path: str) -> str:
     file = Path(path).expanduser()
     if not file.is_file():
-        raise ValueError(
+        raise UserError(
             f"PretrainSpec.corpus: {file} is not a file; pass the demo corpus (data/demo/corpus.txt)"
         )
     text = file.read_text(encoding="utf-8")
     if not text.strip():
-        raise ValueError(f"PretrainSpec.corpus: {file} is empty; nothing to pretrain on")
+        raise UserError(f"PretrainSpec.corpus: {file} is empty; nothing to pretrain on")
     return text
 
 
@@ -216,7 +216,7 @@ def _train(init_dir: Path, corpus: str, spec: PretrainSpec, out: Path) -> list[t
     model = AutoModelForCausalLM.from_pretrained(str(init_dir), dtype=torch.float32)
     stream = torch.tensor(corpus_token_stream(tokenizer, corpus), dtype=torch.long)
     if stream.numel() <= spec.seq_len + 1:
-        raise ValueError(
+        raise UserError(
             f"PretrainSpec.corpus: {spec.corpus} has only {stream.numel()} tokens; need more than seq_len="
             f"{spec.seq_len}"
         )

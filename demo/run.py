@@ -37,7 +37,7 @@ import yaml
 
 from demo.pretrain import PretrainSpec, pretrain_base
 from medrlvr_trl.tiny import TinySpec
-from medrlvr_trl.user_errors import run_command
+from medrlvr_trl.user_errors import UserError, run_command
 
 logger = logging.getLogger("demo.run")
 
@@ -81,7 +81,7 @@ def load_pretrain_spec(path: Path, *, seed: int, steps: int | None = None) -> Pr
     spec_keys = {f.name for f in fields(PretrainSpec)} - {"tiny"}
     unknown = sorted(set(loaded) - tiny_keys - spec_keys)
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"{path}: unknown option(s) {', '.join(unknown)}; known: {sorted(tiny_keys | spec_keys)}"
         )
     corpus = str(_repo_path(loaded.get("corpus", PretrainSpec.corpus)))
@@ -107,10 +107,10 @@ def rollouts_per_update(ppo_config: Mapping[str, Any]) -> int:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"demo config {path} does not exist")
+        raise UserError(f"demo config {path} does not exist; --config_dir must hold the demo's YAML files")
     loaded = yaml.safe_load(path.read_text()) or {}
     if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: a config file must be a YAML mapping of option names to values")
+        raise UserError(f"{path}: a config file must be a YAML mapping of option names to values")
     return loaded
 
 

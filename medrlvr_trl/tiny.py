@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medrlvr_trl.rewards import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
-from medrlvr_trl.user_errors import run_command
+from medrlvr_trl.user_errors import UserError, run_command
 
 logger = logging.getLogger(__name__)
 
@@ -137,11 +137,11 @@ def _read_corpora(spec: TinySpec) -> list[tuple[str, str]]:
     for raw in spec.extra_corpora:
         path = Path(raw).expanduser()
         if not path.is_file():
-            raise ValueError(f"TinySpec.extra_corpora: {path} is not a file; pass paths to UTF-8 text files.")
+            raise UserError(f"TinySpec.extra_corpora: {path} is not a file; pass paths to UTF-8 text files.")
         try:
             corpora.append((str(path), path.read_text(encoding="utf-8")))
         except UnicodeDecodeError as err:
-            raise ValueError(f"TinySpec.extra_corpora: {path} is not valid UTF-8 text ({err}).") from None
+            raise UserError(f"TinySpec.extra_corpora: {path} is not valid UTF-8 text ({err}).") from None
     return corpora
 
 

@@ -34,7 +34,7 @@ from medrlvr_trl.progress import Progress  # noqa: E402
 from medrlvr_trl.recipe_setup import setup_logging  # noqa: E402
 from medrlvr_trl.run_info import is_finished  # noqa: E402
 from medrlvr_trl.sft import grid_markdown, grid_run_name, pick_best  # noqa: E402
-from medrlvr_trl.user_errors import run_command  # noqa: E402
+from medrlvr_trl.user_errors import UserError, run_command  # noqa: E402
 
 logger = logging.getLogger("sft_grid")
 RECIPES = Path(__file__).resolve().parent
@@ -131,14 +131,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
 def check_inputs(args: SFTGridArguments) -> None:
     """Fail before any training if the config or the dev set cannot be used."""
     if not Path(args.sft_config).is_file():
-        raise ValueError(f"sft_config {args.sft_config!r} does not exist")
+        raise UserError(f"sft_config {args.sft_config!r} does not exist")
     if not args.learning_rates or len(set(args.learning_rates)) != len(args.learning_rates):
-        raise ValueError(
-            f"learning_rates must be a non-empty list without repeats, got {args.learning_rates}"
-        )
+        raise UserError(f"learning_rates must be a non-empty list without repeats, got {args.learning_rates}")
     specs = parse_dataset_specs(args.dev_dataset)
     if len(specs) != 1:
-        raise ValueError(f"dev_dataset: give exactly one dataset, got {len(specs)}")
+        raise UserError(f"dev_dataset: give exactly one dataset, got {len(specs)}")
     spec = specs[0]
     load_mcqa(spec.source, split=spec.split, category=spec.category, limit=args.max_dev_samples)
 
