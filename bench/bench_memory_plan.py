@@ -322,4 +322,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from medrlvr_trl.user_errors import run_command
+
+    run_command(lambda _argv: main())  # a missing --paper-fit config is one error line

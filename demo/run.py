@@ -105,6 +105,9 @@ def rollouts_per_update(ppo_config: Mapping[str, Any]) -> int:
     )
 
 
+DEMO_CONFIGS = ("pretrain.yaml", "sft.yaml", "ppo.yaml", "eval.yaml")  # what --config_dir must hold
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"demo config {path} does not exist; --config_dir must hold the demo's YAML files")
@@ -208,6 +211,14 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     out, configs = options.output_dir, options.config_dir
     python = sys.executable
     clock = StageClock({})
+    for name in DEMO_CONFIGS:  # before anything of an earlier demo is removed
+        if not (configs / name).is_file() and not (name == "sft.yaml" and options.skip_sft):
+            raise UserError(
+                f"demo config {configs / name} does not exist; --config_dir must hold {', '.join(DEMO_CONFIGS)}"
+            )
+    spec = load_pretrain_spec(
+        configs / "pretrain.yaml", seed=options.pretrain_seed, steps=options.pretrain_steps
+    )
     for stale in ("sft", "ppo", "eval", "logs"):
         shutil.rmtree(out / stale, ignore_errors=True)  # the demo owns these; a rerun starts clean
     out.mkdir(parents=True, exist_ok=True)
@@ -215,9 +226,6 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     step = iter(range(1, total + 1))
 
     started = time.perf_counter()
-    spec = load_pretrain_spec(
-        configs / "pretrain.yaml", seed=options.pretrain_seed, steps=options.pretrain_steps
-    )
     base = pretrain_base(options.build_dir, spec)
     how = "cached" if not base.rebuilt else f"{spec.steps} steps, final loss {base.final_loss:.2f}"
     logger.info(
