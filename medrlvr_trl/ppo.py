@@ -110,10 +110,18 @@ class BatchPlan:
     optimizer_steps_per_update: int
     total_episodes: int
     num_updates: int
-    updates_per_epoch: int
+    updates_per_epoch: float
+    epochs: float  # rollouts of the run / training questions
 
     def describe(self) -> str:
-        return "\n".join(f"  {k}: {v}" for k, v in asdict(self).items())
+        lines = [
+            f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}" for k, v in asdict(self).items()
+        ]
+        lines.append(
+            "  prompt order: one shuffle per epoch, read as one stream: every question once per epoch, an "
+            "update that crosses an epoch's end takes its last questions and the next epoch's first"
+        )
+        return "\n".join(lines)
 
 
 def plan_batches(args: MedRLVRPPOConfig, world_size: int, train_size: int) -> BatchPlan:
@@ -130,6 +138,7 @@ def plan_batches(args: MedRLVRPPOConfig, world_size: int, train_size: int) -> Ba
     episodes = (
         args.total_episodes if args.total_episodes is not None else int(args.num_train_epochs * train_size)
     )
+    num_updates = max(1, math.ceil(episodes / per_update))
     return BatchPlan(
         world_size=world_size,
         rollouts_per_device=per_device,
@@ -137,8 +146,9 @@ def plan_batches(args: MedRLVRPPOConfig, world_size: int, train_size: int) -> Ba
         mini_batch_per_device=mini_batch,
         optimizer_steps_per_update=args.num_mini_batches * args.num_ppo_epochs,
         total_episodes=episodes,
-        num_updates=max(1, math.ceil(episodes / per_update)),
-        updates_per_epoch=train_size // per_update,
+        num_updates=num_updates,
+        updates_per_epoch=train_size / per_update,
+        epochs=num_updates * per_update / train_size,
     )
 
 
@@ -274,8 +284,8 @@ class MedRLVRPPOTrainer(PPOTrainer):
             "suppress_tokens": [processing_class.pad_token_id],
         }
         self.generation_config = GenerationConfig(**self.generation_kwargs)
-        self._epoch_order: tuple[int, torch.Tensor] | None = None
-        self._epoch_prompts, self._prompts_epoch = epoch_prompts, 0
+        self._epoch_cache: dict[int, tuple[Dataset, GoldTable | None, torch.Tensor]] = {}
+        self._epoch_prompts = epoch_prompts
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         """One AdamW over policy and critic, the critic in its own parameter groups at `critic_learning_rate`.
@@ -313,20 +323,32 @@ class MedRLVRPPOTrainer(PPOTrainer):
 
     # ------------------------------------------------------------------ data
     def _prompt_batch(self, update: int) -> torch.Tensor:
-        """This process's prompts for `update` (1-based): a fixed shuffle per epoch, so resume is exact."""
-        plan, rank = self.plan, self.accelerator.process_index
-        epoch, index = divmod(update - 1, plan.updates_per_epoch)
-        if self._epoch_prompts is not None and self._prompts_epoch != epoch:
-            self.train_dataset, epoch_gold = self._epoch_prompts(epoch)
-            self.gold.replace_with(epoch_gold)  # the reward model reads this same table
-            self._prompts_epoch = epoch
-        if self._epoch_order is None or self._epoch_order[0] != epoch:
-            generator = torch.Generator().manual_seed(self.args.seed + epoch)
-            self._epoch_order = (epoch, torch.randperm(self.train_dataset_len, generator=generator))
-        start = index * plan.rollouts_per_update + rank * plan.rollouts_per_device
-        rows = self._epoch_order[1][start : start + plan.rollouts_per_device].tolist()
-        batch = self.data_collator([self.train_dataset[i] for i in rows])
-        return batch["input_ids"].to(self.accelerator.device)
+        """This process's prompts for `update` (1-based). Each epoch is one fixed shuffle of the training set
+        (seed + epoch, so resume is exact), and the epochs are read as one stream: every question is seen
+        once per epoch, and an update that crosses an epoch's end carries over into the next epoch."""
+        plan, size = self.plan, self.train_dataset_len
+        first = (
+            update - 1
+        ) * plan.rollouts_per_update + self.accelerator.process_index * plan.rollouts_per_device
+        positions = range(first, first + plan.rollouts_per_device)
+        epochs = sorted({positions[0] // size, positions[-1] // size})
+        self._epoch_cache = {e: self._epoch_cache.get(e) or self._epoch_data(e) for e in epochs}
+        if self._epoch_prompts is not None:  # the reward model reads this same table
+            self.gold.replace_with(*(gold for _, gold, _ in self._epoch_cache.values()))
+        rows = []
+        for position in positions:
+            epoch, index = divmod(position, size)
+            dataset, _, order = self._epoch_cache[epoch]
+            rows.append(dataset[int(order[index])])
+        return self.data_collator(rows)["input_ids"].to(self.accelerator.device)
+
+    def _epoch_data(self, epoch: int) -> tuple[Dataset, GoldTable | None, torch.Tensor]:
+        """One epoch's prompts, gold table (`shuffle_options`: that epoch's option orders) and row order."""
+        dataset, gold = self.train_dataset, None
+        if self._epoch_prompts is not None:
+            dataset, gold = self._epoch_prompts(epoch)
+        generator = torch.Generator().manual_seed(self.args.seed + epoch)
+        return dataset, gold, torch.randperm(self.train_dataset_len, generator=generator)
 
     # --------------------------------------------------------------- rollout
     @torch.no_grad()

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from medrlvr_trl.checkpoint import checkpoint_path  # noqa: E402
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config  # noqa: E402
-from medrlvr_trl.memory_plan import log_memory_plan  # noqa: E402
+from medrlvr_trl.memory_plan import Launch, log_memory_plan  # noqa: E402
 from medrlvr_trl.modeling import (  # noqa: E402
     load_policy,
     load_value_model,
@@ -60,7 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     get_template(script_args.prompt_template)  # unknown template names fail before anything loads
 
     if script_args.dry_run:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        world_size = (
+            Launch.from_accelerate_config(script_args.launch_config).world_size
+            if script_args.launch_config
+            else int(os.environ.get("WORLD_SIZE", "1"))
+        )
         log_dry_run(script_args, model_args, ppo_args, lambda rows: plan_batches(ppo_args, world_size, rows))
         # per-device estimate for --launch_config, else this launch: docs/benchmarks.md#memory-plan
         log_memory_plan(ppo_args, model_args, launch_config=script_args.launch_config)

@@ -8,6 +8,7 @@ value-model folder. The build is fingerprinted, so later sessions reuse it in we
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,15 @@ def qwen_like_tiny_paths() -> TinyPaths:
 def qwen_like_tiny_dir(qwen_like_tiny_paths: TinyPaths) -> Path:
     """Policy folder of the pad == eos build (load it with `modeling.load_tokenizer` to fix pad)."""
     return qwen_like_tiny_paths.policy
+
+
+@pytest.fixture()
+def no_spare_pad_dir(qwen_like_tiny_dir: Path, tmp_path: Path) -> Path:
+    """The pad == eos tiny model with its spare `<|fim_pad|>` renamed: configured like SmolLM2 or Llama-2,
+    whose tokenizers have no unused pad-like token, so one must be added."""
+    folder = tmp_path / "no-spare-pad"
+    shutil.copytree(qwen_like_tiny_dir, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        path = folder / name
+        path.write_text(path.read_text().replace("<|fim_pad|>", "<|fim_spare|>"))
+    return folder

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -116,18 +115,6 @@ def test_missing_local_path_error_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "not-built-yet" / "policy"
     with pytest.raises(ModelSourceError, match=f"{missing}.*does not exist"):
         load_tokenizer(str(missing))
-
-
-@pytest.fixture()
-def no_spare_pad_dir(qwen_like_tiny_dir: Path, tmp_path: Path) -> Path:
-    """The pad == eos tiny model with its spare `<|fim_pad|>` renamed: configured like SmolLM2 or Llama-2,
-    whose tokenizers have no unused pad-like token, so one must be added."""
-    folder = tmp_path / "no-spare-pad"
-    shutil.copytree(qwen_like_tiny_dir, folder)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        path = folder / name
-        path.write_text(path.read_text().replace("<|fim_pad|>", "<|fim_spare|>"))
-    return folder
 
 
 def test_added_pad_token_grows_every_model_and_starts_at_the_mean_row(no_spare_pad_dir: Path) -> None:

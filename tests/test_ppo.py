@@ -178,7 +178,30 @@ def test_batch_plan_counts_rollouts_steps_and_updates(tmp_path):
     assert plan.rollouts_per_update == 32
     assert plan.optimizer_steps_per_update == 6  # 2 mini-batches x 3 PPO epochs
     assert plan.num_updates == 4  # ceil(100 / 32)
-    assert plan.updates_per_epoch == 31
+    assert plan.updates_per_epoch == 31.25
+    assert plan.epochs == pytest.approx(0.128)  # 4 updates x 32 rollouts of 1,000 questions
+
+
+def test_every_question_is_seen_once_per_epoch_when_updates_do_not_divide_it(tmp_path):
+    """10 questions, 2 processes x 2 rollouts per update: epochs end mid-update and carry over (the paper
+    config's 10,178 questions in updates of 1,024 used to drop 962 per epoch)."""
+    args = _config(tmp_path, seed=3)
+    size, per_device, world = 10, 2, 2
+    plan = SimpleNamespace(rollouts_per_update=per_device * world, rollouts_per_device=per_device)
+    seen: dict[int, list[int]] = {rank: [] for rank in range(world)}
+    for rank in range(world):
+        fake = SimpleNamespace(
+            plan=plan, train_dataset_len=size, train_dataset=[{"input_ids": [i]} for i in range(size)],
+            accelerator=SimpleNamespace(process_index=rank, device="cpu"), args=args, _epoch_cache={},
+            _epoch_prompts=None, data_collator=lambda rows: {"input_ids": torch.tensor([r["input_ids"] for r in rows])},
+        )  # fmt: skip
+        fake._epoch_data = lambda epoch, fake=fake: MedRLVRPPOTrainer._epoch_data(fake, epoch)
+        for update in range(1, 16):  # 60 rollouts: 6 epochs
+            seen[rank].append(MedRLVRPPOTrainer._prompt_batch(fake, update)[:, 0].tolist())
+    stream = [row for update in range(15) for rank in range(world) for row in seen[rank][update]]
+    epochs = [stream[e * size : (e + 1) * size] for e in range(6)]
+    assert all(sorted(epoch) == list(range(size)) for epoch in epochs)
+    assert epochs[0] != epochs[1]  # a new shuffle each epoch
 
 
 def test_batch_plan_rejects_a_training_set_smaller_than_one_update(tmp_path):

@@ -46,14 +46,20 @@ def _updates(out: Path) -> list[dict]:
 def test_two_process_ppo_trains_and_saves_a_full_policy(launch_config, tiny_model_dir, tmp_path):
     out = tmp_path / launch_config
     command = [str(BIN / "accelerate"), "launch", "--config_file", str(REPO / f"launch/{launch_config}.yaml")]
-    command += _recipe(tiny_model_dir, out, "--total_episodes", "32", "--max_grad_norm", "0.5")
+    command += _recipe(tiny_model_dir, out, "--total_episodes", "32", "--max_grad_norm", "0.5",
+                       "--value_head_init_std", "0")  # fmt: skip
     done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "clips gradients at 0.5" in done.stderr  # DeepSpeed's engine too, not accelerate's default 1.0
 
     updates = _updates(out)
     assert [u["episode"] for u in updates] == [16, 32]  # 8 rollouts per process x 2 processes per update
-    assert all(u["policy/grad_norm"] > 0 for u in updates)
+    assert all(u["policy/grad_norm"] > 0 and u["critic/grad_norm"] > 0 for u in updates)
+    # A zero head gives values of exactly 0 before the first update (ZeRO-3 used to keep the 0.02 init),
+    # and the reference equals the policy there: KL exactly 0 at step 0.
+    assert updates[0]["critic/values_abs_max"] == 0.0 and updates[0]["critic/values_mean"] == 0.0
+    assert updates[0]["objective/kl"] == 0.0
+    assert updates[1]["critic/values_abs_max"] > 0
     trained = AutoModelForCausalLM.from_pretrained(out)
     initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     trained_state, initial_state = trained.state_dict(), initial.state_dict()
@@ -111,3 +117,25 @@ def test_killed_or_stopped_run_restarted_with_the_same_command_finishes(
     assert "resuming at update" in done.stderr
     assert [u["update"] for u in _updates(out)] == [1, 2, 3, 4, 5, 6]
     assert (out / "config.json").exists() and not list(out.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("launch_config", ["cpu_zero2", "cpu_zero3"])
+def test_zero_loads_clips_and_restarts_adam_like_one_process(launch_config, no_spare_pad_dir, tmp_path):
+    """tests/zero_probe.py on 2 processes: the critic head is drawn at the asked std (ZeRO-3 partitions it
+    as it loads, so an init outside gathered parameters wrote nothing), an added pad row is the mean row,
+    each model's gradient is clipped at max_grad_norm by its own norm, and after one critic-warmup update
+    the policy's Adam state counts only its real steps."""
+    out = tmp_path / "probe.json"
+    command = [str(BIN / "accelerate"), "launch", "--config_file", str(REPO / f"launch/{launch_config}.yaml"),
+               str(REPO / "tests/zero_probe.py"), "--model", str(no_spare_pad_dir), "--out", str(out)]  # fmt: skip
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = json.loads(out.read_text())
+    assert probe["head_std"] == pytest.approx(0.5, rel=0.2)  # transformers' own init: 0.02
+    assert probe["pad_row_is_mean"]
+    assert probe["updates"] == 2
+    steps = probe["stepped_norms"]  # 2 optimizer steps per update; the first update is critic warmup
+    assert len(steps) == 4
+    assert all(s["policy"] == 0.0 and s["critic"] == pytest.approx(1e-3, rel=1e-2) for s in steps[:2])
+    assert all(n == pytest.approx(1e-3, rel=1e-2) for s in steps[2:] for n in s.values())  # each at the clip
+    assert probe["adam_steps"] == {"policy": 2.0, "critic": 4.0}  # the policy's warmup steps do not count

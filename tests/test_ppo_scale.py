@@ -97,6 +97,21 @@ def test_gradient_checkpointing_is_on_and_rollouts_keep_their_kv_cache(tiny_mode
     assert "loss/policy_avg" in _metrics(tmp_path)[0]  # and the checkpointed update ran
 
 
+def test_gradient_checkpointing_kwargs_survive_rollouts(tiny_model_dir, tmp_path):
+    """Rollouts decode in eval mode instead of switching checkpointing off and on, which re-enabled it
+    with transformers' defaults and dropped the user's kwargs after the first rollout."""
+    kwargs = {"use_reentrant": False, "preserve_rng_state": False}
+    trainer = _trainer(
+        tiny_model_dir, tmp_path, gradient_checkpointing=True, gradient_checkpointing_kwargs=kwargs
+    )
+    pair = _pair(trainer)
+    layers = [pair.policy.model.layers[0], pair.critic_backbone.layers[0]]
+    trainer.train()
+    for layer in layers:
+        assert layer.gradient_checkpointing
+        assert layer._gradient_checkpointing_func.keywords == kwargs
+
+
 # ------------------------------------------------------------------ old log-probs
 
 
@@ -197,25 +212,69 @@ def test_critic_warmup_trains_the_critic_only(tiny_model_dir, tmp_path):
     assert any(not torch.equal(critic_before[k], v) for k, v in pair.value_model.state_dict().items())
 
 
+def test_the_first_policy_step_after_critic_warmup_is_adams_first_step(tiny_model_dir, tmp_path):
+    """Warmup gives the policy zero gradients, yet Adam counted those steps: the first real step then ran with
+    step-k bias corrections (0.5-3.2x the learning rate). Its step counter restarts when warmup ends."""
+    trainer = _trainer(tiny_model_dir, tmp_path, critic_warmup_updates=1, total_episodes=16, head_std=0.5)
+    policy = _pair(trainer).policy
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    trainer.train()
+    state = trainer.optimizer.optimizer.state
+    steps = {
+        g["role"]: {float(state[p]["step"]) for p in g["params"] if p in state}
+        for g in trainer.optimizer.param_groups
+    }
+    assert steps == {"policy": {1.0}, "critic": {2.0}}
+    # Adam's first step moves every weight with a clear gradient by the learning rate (1e-4), not 0.74x it.
+    moved = torch.cat([(p.detach() - before[n]).abs().flatten() for n, p in policy.named_parameters()])
+    assert moved.max().item() == pytest.approx(1e-4, rel=1e-3)
+    assert (moved > 0.99e-4).float().mean().item() > 0.5
+
+
+def test_step_zero_kl_is_exactly_zero_with_bf16_compute_and_a_zero_head_gives_zero_values(
+    tiny_model_dir, tmp_path
+):
+    """The recipe loads the reference in the policy's dtype (fp32 masters here): a bf16 reference beside
+    them gave a KL of 6.6e-5 per token at step 0."""
+    import ppo_medqa
+
+    ppo_medqa.main(
+        ["--config", str(REPO / "recipes/configs/tiny/ppo.yaml"), "--model_name_or_path", str(tiny_model_dir),
+         "--dataset_name", str(DEMO_DATA), "--output_dir", str(tmp_path), "--total_episodes", "8",
+         "--num_mini_batches", "1", "--num_ppo_epochs", "1", "--bf16", "true", "--dtype", "bfloat16",
+         "--value_head_init_std", "0"]
+    )  # fmt: skip
+    first = _metrics(tmp_path)[0]
+    assert first["objective/kl"] == 0.0
+    assert first["critic/values_mean"] == 0.0 and first["critic/values_abs_max"] == 0.0
+
+
 # ------------------------------------------------------------------ clipping, whitening, sample table
 
 
-def test_gradients_are_clipped_at_max_grad_norm_and_the_norm_is_logged(tiny_model_dir, tmp_path):
+def test_policy_and_critic_are_each_clipped_at_max_grad_norm_and_both_norms_are_logged(
+    tiny_model_dir, tmp_path
+):
+    """Each model is clipped by its own norm (as OpenRLHF's two engines are): both stepped norms sit at
+    max_grad_norm. A joint clip would leave each below it (their squares sum to max_grad_norm**2)."""
     trainer = _trainer(tiny_model_dir, tmp_path, max_grad_norm=1e-3, head_std=0.5)
-    params = list(trainer.model.parameters())
-    norms: list[float] = []
+    groups = trainer.optimizer.param_groups
+    stepped: list[dict[str, float]] = []
 
     def record(*_):
-        grads = [p.grad for p in params if p.grad is not None]
-        norms.append(
-            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
-        )
+        norms = {}
+        for role in ("policy", "critic"):
+            grads = [p.grad for g in groups if g["role"] == role for p in g["params"] if p.grad is not None]
+            norms[role] = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g) for g in grads])
+            ).item()
+        stepped.append(norms)
 
     trainer.optimizer.optimizer.register_step_pre_hook(record)
     trainer.train()
-    logged = _metrics(tmp_path)[0]["policy/grad_norm"]
-    assert logged > 1e-3  # the norm before clipping
-    assert norms and max(norms) <= 1e-3 * 1.001  # what the optimizer stepped with
+    logged = _metrics(tmp_path)[0]
+    assert logged["policy/grad_norm"] > 1e-3 and logged["critic/grad_norm"] > 1e-3  # norms before clipping
+    assert stepped and all(n == pytest.approx(1e-3, rel=1e-3) for step in stepped for n in step.values())
 
 
 def test_whitening_counts_all_rollouts_of_a_process(tiny_model_dir, tmp_path):

@@ -41,9 +41,12 @@ class GoldTable:
             )
         self._by_prompt.setdefault(key, gold)
 
-    def replace_with(self, other: GoldTable) -> None:
-        """Hold `other`'s prompts instead of these (a new epoch's option orders)."""
-        self._by_prompt = other._by_prompt
+    def replace_with(self, *others: GoldTable) -> None:
+        """Hold the prompts of `others` instead of these (one or two epochs' option orders)."""
+        merged: dict[tuple[int, ...], Gold] = {}
+        for other in others:
+            merged.update(other._by_prompt)
+        self._by_prompt = merged
 
     def lookup(self, padded_prompt: torch.Tensor) -> Gold:
         """Gold for one left-padded prompt row; an unknown prompt is an error, never a silent zero."""
