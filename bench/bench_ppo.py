@@ -49,18 +49,19 @@ BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}
 # Rollout backends of our trainer: name -> (what generates, MedRLVRPPOConfig fields that select it).
 BACKENDS: dict[str, tuple[str, dict]] = {"hf": ("transformers generate", {})}
 TRAINERS = ("ours", "trl", "trl-no-gc")
-# Our trainer's phases: (method, row), in table order; `forward` is the policy + critic pair's, split
-# by the phase that calls it (rollout scoring or the update).
+# Our trainer's phases in table order: (whose method, method, row). The trainer's own methods; the
+# policy + critic pair's `forward`, split by the phase that calls it (rollout scoring or the update);
+# the accelerator's `backward` and the optimizer's `step`.
 PHASES = (
-    ("_rollout", "rollout"),
-    ("_generate", "generation"),
-    ("forward", "policy + critic forward"),
-    ("_reference_logprobs", "reference forward"),
-    ("_score", "verifier"),
-    ("_advantages", "advantages (GAE)"),
-    ("_update", "update"),
-    ("backward", "backward"),
-    ("step", "optimizer step"),
+    ("trainer", "_rollout", "rollout"),
+    ("trainer", "_generate", "generation"),
+    ("pair", "forward", "policy + critic forward"),
+    ("trainer", "_reference_logprobs", "reference forward"),
+    ("trainer", "_score", "verifier"),
+    ("trainer", "_advantages", "advantages (GAE)"),
+    ("trainer", "_update", "update"),
+    ("accelerator", "backward", "backward"),
+    ("optimizer", "step", "optimizer step"),
 )
 
 
@@ -161,7 +162,7 @@ def run_one(which: str, args: argparse.Namespace) -> dict:
     result = {"which": which, "backend": args.backend, "seconds": seconds}
     if which == "ours":
         timer.check_all_called()
-        order = [label for _, label in PHASES]
+        order = [label for _, _, label in PHASES]
         result["phases"] = dict(timer.seconds)
         result["phase_rows"] = timer.rows(sum(seconds), order)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -179,12 +180,15 @@ def run_one(which: str, args: argparse.Namespace) -> dict:
 
 
 def _instrument(trainer, timer: PhaseTimer) -> None:
-    """Time each phase of our update around the trainer's own methods (on this instance), the policy +
-    critic pair's forward, the accelerator's backward and the optimizer's step."""
-    pair = trainer.accelerator.unwrap_model(trainer.model)
-    owners = {"forward": pair, "backward": trainer.accelerator, "step": trainer.optimizer}
-    for name, label in PHASES:
-        timer.wrap(owners.get(name, trainer), name, label)
+    """Time each phase of our update around methods of this trainer instance and its parts."""
+    owners = {
+        "trainer": trainer,
+        "pair": trainer.accelerator.unwrap_model(trainer.model),
+        "accelerator": trainer.accelerator,
+        "optimizer": trainer.optimizer,
+    }
+    for owner, name, label in PHASES:
+        timer.wrap(owners[owner], name, label)
 
 
 def main() -> None:
