@@ -14,6 +14,9 @@ set -euo pipefail
 MASTER_PORT=${MASTER_PORT:-29500}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-$(dirname "$0")/zero3.yaml}
+# Cached blocks of changing sizes (rollout chunks, responses of every length) fragment the allocator;
+# expandable segments let it grow blocks in place (PyTorch CUDA memory-management docs).
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
 
 exec accelerate launch \
     --config_file "$ACCELERATE_CONFIG" \

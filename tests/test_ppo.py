@@ -347,7 +347,19 @@ def test_paper_config_offline_fails_fast_and_names_the_tiny_config():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="bf16 is supported on this machine")
 def test_bf16_config_on_a_cpu_machine_says_how_to_proceed():
     with pytest.raises(ValueError, match="add `--bf16 false`"):
-        ppo_medqa.main(["--config", str(REPO / "recipes/configs/ppo_qwen2.5-3b.yaml"), "--dry_run", "true"])
+        ppo_medqa.main(["--config", str(REPO / "recipes/configs/ppo_qwen2.5-3b.yaml")])
+
+
+def test_readme_dry_run_plans_the_paper_config_under_zero3_on_a_laptop(caplog, monkeypatch):
+    """No GPU needed for a plan: bf16 stays as the config says, the launch is the one named."""
+    monkeypatch.setenv("WORLD_SIZE", "32")
+    with caplog.at_level("INFO"):
+        ppo_medqa.main(["--config", str(REPO / "recipes/configs/ppo_qwen2.5-3b.yaml"), "--dry_run", "true",
+                        "--launch_config", str(REPO / "launch/zero3.yaml")])  # fmt: skip
+    text = caplog.text
+    assert "DeepSpeed ZeRO-3, world size 32; compute bf16/fp16" in text
+    assert "A100-40GB (39.59 GiB, line 35.6): fits" in text
+    assert "rollouts_per_update: 1024" in text and "epochs: 10.06" in text
 
 
 def test_paper_config_dry_run_prints_the_batch_plan_offline(caplog, monkeypatch):

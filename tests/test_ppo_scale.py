@@ -191,6 +191,26 @@ def test_critic_has_its_own_learning_rate_and_the_scheduler_scales_both(tiny_mod
     assert rates["policy"] == pytest.approx(5e-7) and rates["critic"] == pytest.approx(4.5e-6)
 
 
+def test_paper_config_schedule_is_openrlhfs_cosine_with_warmup_and_a_floor(tiny_model_dir, tmp_path):
+    """OpenRLHF (early 2025): cosine_with_min_lr, warmup ceil(3% of the steps), floor 0.1 x each model's lr."""
+    import yaml
+
+    paper = yaml.safe_load((REPO / "recipes/configs/ppo_qwen2.5-3b.yaml").read_text())
+    schedule = {
+        k: paper[k] for k in ("lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "adam_beta2")
+    }
+    trainer = _trainer(tiny_model_dir, tmp_path, learning_rate=1e-6, critic_learning_rate=9e-6, total_episodes=800,
+                       **schedule)  # fmt: skip
+    assert trainer.plan.num_updates == 100
+    rates = []
+    for _ in range(101):
+        rates.append({g["role"]: g["lr"] for g in trainer.optimizer.param_groups})
+        trainer.lr_scheduler.step()
+    assert rates[0]["policy"] == 0.0 and rates[3] == pytest.approx({"policy": 1e-6, "critic": 9e-6})
+    assert rates[100] == pytest.approx({"policy": 1e-7, "critic": 9e-7})
+    assert all(a["policy"] >= b["policy"] for a, b in zip(rates[3:-1], rates[4:], strict=True))
+
+
 def test_fresh_critic_head_starts_small(tiny_model_dir):
     tokenizer = load_tokenizer(str(tiny_model_dir))
     hidden = load_policy(str(tiny_model_dir), None, tokenizer).config.hidden_size
@@ -215,7 +235,10 @@ def test_critic_warmup_trains_the_critic_only(tiny_model_dir, tmp_path):
 def test_the_first_policy_step_after_critic_warmup_is_adams_first_step(tiny_model_dir, tmp_path):
     """Warmup gives the policy zero gradients, yet Adam counted those steps: the first real step then ran with
     step-k bias corrections (0.5-3.2x the learning rate). Its step counter restarts when warmup ends."""
-    trainer = _trainer(tiny_model_dir, tmp_path, critic_warmup_updates=1, total_episodes=16, head_std=0.5)
+    trainer = _trainer(
+        tiny_model_dir, tmp_path, critic_warmup_updates=1, total_episodes=16, head_std=0.5,
+        lr_scheduler_type="constant",
+    )  # fmt: skip
     policy = _pair(trainer).policy
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
     trainer.train()
