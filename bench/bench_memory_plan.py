@@ -221,16 +221,15 @@ def _reset_hwm() -> None:
 
 # (label, processes, GPU memory GiB, launch); on 8 GPUs gradient_accumulation_steps 4 keeps 1,024
 # rollouts per update (4 x 4 x 8 x 8), which changes only the rollout buffers per device.
-FIT_TARGETS = [
-    ("32 x A100-40GB, DDP", 32, 40, dict(deepspeed=False)),
-    ("32 x A100-40GB, ZeRO-2", 32, 40, dict(deepspeed=True, zero_stage=2)),
-    ("32 x A100-40GB, ZeRO-3", 32, 40, dict(deepspeed=True, zero_stage=3)),
-    ("8 x A100-40GB, ZeRO-3", 8, 40, dict(deepspeed=True, zero_stage=3)),
-    ("8 x 80GB, DDP", 8, 80, dict(deepspeed=False)),
-    ("8 x 80GB, ZeRO-2", 8, 80, dict(deepspeed=True, zero_stage=2)),
-    ("8 x 80GB, ZeRO-3", 8, 80, dict(deepspeed=True, zero_stage=3)),
+FIT_TARGETS = [  # label, processes, memory_plan.GPU_GIB key, launch
+    ("32 x A100-40GB, DDP", 32, "A100-40GB", dict(deepspeed=False)),
+    ("32 x A100-40GB, ZeRO-2", 32, "A100-40GB", dict(deepspeed=True, zero_stage=2)),
+    ("32 x A100-40GB, ZeRO-3", 32, "A100-40GB", dict(deepspeed=True, zero_stage=3)),
+    ("8 x A100-40GB, ZeRO-3", 8, "A100-40GB", dict(deepspeed=True, zero_stage=3)),
+    ("8 x 80GB, DDP", 8, "A100/H100-80GB", dict(deepspeed=False)),
+    ("8 x 80GB, ZeRO-2", 8, "A100/H100-80GB", dict(deepspeed=True, zero_stage=2)),
+    ("8 x 80GB, ZeRO-3", 8, "A100/H100-80GB", dict(deepspeed=True, zero_stage=3)),
 ]
-HEADROOM = 0.9  # CUDA context, allocator fragmentation and NCCL buffers are not in the plan
 
 
 def paper_fit(config: str, chunks: list[int]) -> None:
@@ -252,16 +251,16 @@ def paper_fit(config: str, chunks: list[int]) -> None:
     print(f"{config}: {model_args.model_name_or_path}, prompt {base.prompt_length} + response "
           f"{base.response_length}, micro-batch {base.micro_batch}, bf16, gradient checkpointing "
           f"{'on' if base.gradient_checkpointing else 'off'}; total GiB per device (peak phase); "
-          f"fits = at most {HEADROOM:.0%} of the GPU's memory\n")  # fmt: skip
+          f"fits = at most {memory_plan.HEADROOM:.0%} of the GPU's memory ({memory_plan.GPU_GIB} GiB)\n")  # fmt: skip
     print("| local_rollout_forward_batch_size | " + " | ".join(t[0] for t in FIT_TARGETS) + " |")
     print("| --- |" + " --- |" * len(FIT_TARGETS))
     for chunk in chunks:
         cells = []
-        for _, processes, capacity, launch in FIT_TARGETS:
+        for _, processes, gpu, launch in FIT_TARGETS:
             per_device = base.micro_batch * args.num_mini_batches * (32 // processes)
             work = replace(base, rollout_chunk=min(chunk, per_device), rollouts_per_device=per_device)
             est = memory_plan.estimate_ppo(shape, work, memory_plan.Launch(world_size=processes, **launch))
-            verdict = "fits" if est.total <= HEADROOM * capacity * 2**30 else "no"
+            verdict = "fits" if est.fits(gpu) else "no"
             cells.append(f"{est.total / 2**30:.1f} ({est.peak_phase}) {verdict}")
         print(f"| {chunk}{' (config)' if chunk == args.local_rollout_forward_batch_size else ''} | "
               + " | ".join(cells) + " |")  # fmt: skip
