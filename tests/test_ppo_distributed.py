@@ -47,7 +47,7 @@ def test_two_process_ppo_trains_and_saves_a_full_policy(launch_config, tiny_mode
     out = tmp_path / launch_config
     command = [str(BIN / "accelerate"), "launch", "--config_file", str(REPO / f"launch/{launch_config}.yaml")]
     command += _recipe(tiny_model_dir, out, "--total_episodes", "32", "--max_grad_norm", "0.5",
-                       "--value_head_init_std", "0")  # fmt: skip
+                       "--value_head_init_std", "0", "--final_model_dtype", "bfloat16")  # fmt: skip
     done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "clips gradients at 0.5" in done.stderr  # DeepSpeed's engine too, not accelerate's default 1.0
@@ -60,7 +60,8 @@ def test_two_process_ppo_trains_and_saves_a_full_policy(launch_config, tiny_mode
     assert updates[0]["critic/values_abs_max"] == 0.0 and updates[0]["critic/values_mean"] == 0.0
     assert updates[0]["objective/kl"] == 0.0
     assert updates[1]["critic/values_abs_max"] > 0
-    trained = AutoModelForCausalLM.from_pretrained(out)
+    trained = AutoModelForCausalLM.from_pretrained(out, dtype="auto")
+    assert trained.dtype == torch.bfloat16  # final_model_dtype, after any backend gathered the weights
     initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     trained_state, initial_state = trained.state_dict(), initial.state_dict()
     assert trained_state.keys() == initial_state.keys()
