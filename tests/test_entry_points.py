@@ -25,7 +25,7 @@ BENCH = REPO / "bench"
 
 # Documented entry point -> where a user's mistake in it is tested, or why there is nothing to test.
 ENTRY_POINTS = {
-    "recipes/ppo_medqa.py": "here: missing config file; test_user_errors: bf16 on a CPU, missing model folder",
+    "recipes/ppo_medqa.py": "test_user_errors: bf16 on a CPU, missing model folder",
     "recipes/sft_medqa.py": "test_user_errors: missing .gguf file",
     "recipes/grpo_medqa.py": "test_user_errors: unknown config key",
     "recipes/rloo_medqa.py": "here: missing model folder",
@@ -40,7 +40,7 @@ ENTRY_POINTS = {
     "python -m demo.experiments.lookup_learning": "no input files: numeric options only (argparse checks them)",
     "python -m demo.experiments.scan_drills": "no input files: numeric options only (argparse checks them)",
     "make dynamics": "here: RUN=<missing folder>",
-    "make sft-grid": "here: CONFIG=<missing file>",
+    "make sft-grid": "here: CONFIG=<missing file> (the missing-config test of every recipe's parser)",
     "make bench": "the bench smoke runs here (its scripts at their smallest sizes)",
     "make ppo": "here, expected to fail: accelerate launch adds its own traceback after the error line",
     "make sft": "as make ppo (accelerate launch); the recipe's own errors: test_user_errors",
@@ -119,21 +119,15 @@ def test_make_sft_grid_with_a_missing_config_file_is_one_line(tmp_path):
     _assert_one_line(_make("sft-grid", f"CONFIG={missing}"), f"config file {missing} does not exist")
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
     reason="the Makefile runs `accelerate launch` without -q, which adds accelerate's own traceback after "
-    "the recipe's error line (the recipe itself answers in one line: the test below)",
+    "the recipe's error line (the recipe itself answers in one line)",
 )
 def test_make_ppo_with_a_missing_config_file_is_one_line(tmp_path):
     missing = tmp_path / "ppo.yaml"
     _assert_one_line(_make("ppo", f"CONFIG={missing}"), f"config file {missing} does not exist")
-
-
-def test_ppo_with_a_missing_config_file_is_one_line(tmp_path):
-    missing = tmp_path / "ppo.yaml"
-    _assert_one_line(
-        _run("recipes/ppo_medqa.py", "--config", str(missing)), f"config file {missing} does not exist"
-    )
 
 
 def test_rloo_with_a_missing_model_folder_says_how_to_build_the_tiny_model(tmp_path):
@@ -179,6 +173,7 @@ def test_a_module_given_a_missing_input_file_names_it(module, option, fragment, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # imports the PPO trainer to read the config: several seconds
 def test_the_memory_plan_bench_with_a_missing_config_is_one_line(tmp_path):
     missing = tmp_path / "ppo.yaml"
     _assert_one_line(
