@@ -91,6 +91,13 @@ class MedRLVRPPOConfig(VerifierOptions, PPOConfig):
     critic_warmup_updates: int = field(
         default=0, metadata={"help": "First N updates train the critic only (policy frozen)."}
     )
+    generation_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Rollouts each process decodes per generate call; default: all of them in one call. The "
+            "scoring forwards still go in chunks of local_rollout_forward_batch_size."
+        },
+    )
     value_head_init_std: float | None = field(
         default=None,
         metadata={
@@ -353,10 +360,13 @@ class MedRLVRPPOTrainer(PPOTrainer):
     # --------------------------------------------------------------- rollout
     @torch.no_grad()
     def _rollout(self, queries: torch.Tensor) -> Rollouts:
-        """Sample responses, then score them with the forwards training uses, `local_rollout_forward_batch_size`
-        rows at a time: old log-probs and values from the policy/critic pair, log-probs of the reference."""
+        """Sample responses (`generation_batch_size` rows per generate call), then score them with the forwards
+        training uses, `local_rollout_forward_batch_size` rows at a time: old log-probs and values from the
+        policy/critic pair, log-probs of the reference. Responses are padded to the longest on this process,
+        not to `response_length`, so short answers cost short forwards."""
         args, pad, accelerator = self.args, self.processing_class.pad_token_id, self.accelerator
         chunk = args.local_rollout_forward_batch_size
+        decode = args.generation_batch_size or queries.shape[0]
         # Eval mode: checkpointed layers run plainly and generation keeps its KV cache, so checkpointing
         # never has to be switched off and back on (which would drop `gradient_checkpointing_kwargs`).
         self.model.eval()
@@ -369,12 +379,13 @@ class MedRLVRPPOTrainer(PPOTrainer):
                 _without_model_generation_defaults(policy),
             ):
                 sampled = [
-                    self._generate(policy, queries[start : start + chunk])
-                    for start in range(0, queries.shape[0], chunk)
+                    self._generate(policy, queries[start : start + decode])
+                    for start in range(0, queries.shape[0], decode)
                 ]
-            responses = _pad_right(sampled, pad, args.response_length)
+            responses = _pad_right(sampled, pad, max(r.shape[1] for r in sampled))
             if self.stop_token_id is not None:
                 responses = trl_ppo.truncate_response(self.stop_token_id, pad, responses)
+            responses = responses[:, : max(1, int((responses != pad).sum(1).max()))]  # drop all-pad columns
             query_responses = torch.cat([queries, responses], dim=1)
 
             pair = accelerator.unwrap_model(self.model)

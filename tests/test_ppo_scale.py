@@ -112,6 +112,34 @@ def test_gradient_checkpointing_kwargs_survive_rollouts(tiny_model_dir, tmp_path
         assert layer._gradient_checkpointing_func.keywords == kwargs
 
 
+def test_rollouts_decode_in_one_call_and_pad_to_the_longest_response(tiny_model_dir, tmp_path):
+    """The decode batch is not the scoring chunk (4 sequential generate calls became 1), and responses are
+    padded to the longest on the process, not to response_length, before the scoring forwards."""
+    trainer = _trainer(tiny_model_dir, tmp_path, local_rollout_forward_batch_size=2, response_length=16)
+    eos = trainer.processing_class.eos_token_id
+    calls, forwards = [], []
+    generate = trainer._generate
+
+    def ending_early(policy, queries):  # as a model that stops: every response ends by token 6
+        calls.append(queries.shape[0])
+        out = generate(policy, queries)
+        out[:, 5] = eos
+        return out
+
+    trainer._generate = ending_early
+    pair = _pair(trainer)
+    hook = pair.register_forward_pre_hook(
+        lambda _, args, kwargs: forwards.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    rollouts = trainer._rollout(trainer._prompt_batch(1))
+    hook.remove()
+    assert calls == [8]
+    width = rollouts.responses.shape[1]
+    assert width == int(rollouts.last_index.max()) + 1 <= 6
+    assert len(forwards) == 4 and all(shape[0] == 2 for shape in forwards)  # scoring still in chunks of 2
+    assert rollouts.logprobs.shape == rollouts.values.shape == rollouts.ref_logprobs.shape == (8, width)
+
+
 # ------------------------------------------------------------------ old log-probs
 
 
