@@ -63,23 +63,23 @@ smollm2: install
 # CONFIG picks the recipe YAML, ACCEL the accelerate flags (e.g. ACCEL="--config_file launch/zero3.yaml"),
 # ARGS any field overrides (e.g. ARGS="--learning_rate 1e-6").
 ppo: tiny
-	$(BIN)/accelerate launch $(ACCEL) recipes/ppo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/ppo.yaml) $(ARGS)
+	$(BIN)/accelerate launch -q $(ACCEL) recipes/ppo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/ppo.yaml) $(ARGS)
 
 grpo: tiny
-	$(BIN)/accelerate launch $(ACCEL) recipes/grpo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/grpo.yaml) $(ARGS)
+	$(BIN)/accelerate launch -q $(ACCEL) recipes/grpo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/grpo.yaml) $(ARGS)
 
 rloo: tiny
-	$(BIN)/accelerate launch $(ACCEL) recipes/rloo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/rloo.yaml) $(ARGS)
+	$(BIN)/accelerate launch -q $(ACCEL) recipes/rloo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/rloo.yaml) $(ARGS)
 
 sft: tiny
-	$(BIN)/accelerate launch $(ACCEL) recipes/sft_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/sft.yaml) $(ARGS)
+	$(BIN)/accelerate launch -q $(ACCEL) recipes/sft_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/sft.yaml) $(ARGS)
 
 sft-grid: tiny
 	$(BIN)/python recipes/sft_grid.py --config $(or $(CONFIG),recipes/configs/tiny/sft_grid.yaml) $(ARGS)
 
 # MODELS="label=path[:cot|:direct],..." evaluates any models instead of the config's list.
 eval: tiny
-	$(BIN)/accelerate launch $(ACCEL) recipes/eval_mcqa.py --config $(or $(CONFIG),recipes/configs/tiny/eval.yaml) $(if $(MODELS),--models "$(MODELS)") $(ARGS)
+	$(BIN)/accelerate launch -q $(ACCEL) recipes/eval_mcqa.py --config $(or $(CONFIG),recipes/configs/tiny/eval.yaml) $(if $(MODELS),--models "$(MODELS)") $(ARGS)
 
 dynamics: install
 	@test -n "$(RUN)" || { echo "usage: make dynamics RUN=<ppo, grpo or rloo output_dir>"; exit 2; }

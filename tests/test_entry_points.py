@@ -120,11 +120,6 @@ def test_make_sft_grid_with_a_missing_config_file_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Makefile runs `accelerate launch` without -q, which adds accelerate's own traceback after "
-    "the recipe's error line (the recipe itself answers in one line)",
-)
 def test_make_ppo_with_a_missing_config_file_is_one_line(tmp_path):
     missing = tmp_path / "ppo.yaml"
     _assert_one_line(_make("ppo", f"CONFIG={missing}"), f"config file {missing} does not exist")
