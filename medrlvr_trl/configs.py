@@ -84,6 +84,7 @@ class MCQAScriptArguments(ScriptArguments):
 
 
 SAVE_DTYPES = ("float32", "bfloat16", "float16")
+ROLLOUT_BACKENDS = ("hf", "vllm")
 
 
 @dataclass
@@ -145,6 +146,14 @@ class VerifierOptions(FinalModelOptions, OptionOrderOptions):
     log_completions_steps: int = field(
         default=1, metadata={"help": f"Append completions to {COMPLETIONS_FILE} every N updates (0: never)."}
     )
+    rollout_backend: str = field(
+        default="hf",
+        metadata={
+            "help": "What samples the rollouts: 'hf' (transformers generate) or 'vllm' (an engine colocated "
+            "with each training process; GRPO / RLOO: TRL's use_vllm with vllm_mode colocate). `make vllm` "
+            "installs vLLM."
+        },
+    )
     resume: bool = field(
         default=True,
         metadata={
@@ -170,6 +179,12 @@ class VerifierOptions(FinalModelOptions, OptionOrderOptions):
 
     def __post_init__(self) -> None:
         # Unknown terms, a wrong number of weights or bad thresholds fail here, before any model loads.
+        if self.rollout_backend not in ROLLOUT_BACKENDS:
+            raise ValueError(
+                f"rollout_backend: got {self.rollout_backend!r}; choose one of {', '.join(ROLLOUT_BACKENDS)}"
+            )
+        if self.rollout_backend == "vllm" and hasattr(self, "use_vllm"):  # TRL's GRPO / RLOO configs
+            self.use_vllm, self.vllm_mode = True, "colocate"
         mix = self.reward_mix()
         warn_if_penalties_outweigh_format(mix, self.reward_values())
         self.reward_weights = list(mix.weights)

@@ -22,9 +22,9 @@ with the share of questions answered with the same option text every time (`opti
 and how many test questions occur in the training set or twice in their own set (`train_dataset`,
 `accuracy_dedup`).
 
-Generation (`generate_hf`, `generate_vllm`, `generate_sharded`) lives here too, so a reader sees the
-whole evaluation path in one module; the recipe `recipes/eval_mcqa.py` only wires these pieces
-together and writes the files.
+Generation (`generate_hf`, `generate_vllm`, `generate_sharded`) lives in `medrlvr_trl.generation`, the
+module PPO's rollouts sample through too (names re-exported here); the recipe `recipes/eval_mcqa.py`
+only wires these pieces together and writes the files.
 """
 
 from __future__ import annotations
@@ -46,9 +46,16 @@ from medrlvr_trl.data import (
     QuestionIndex,
     question_overlap,
 )
+from medrlvr_trl.generation import (  # noqa: F401  (re-exported: recipes import them from here)
+    Completion,
+    GenerationSettings,
+    generate_hf,
+    generate_sharded,
+    generate_vllm,
+    vllm_available,
+)
 from medrlvr_trl.gguf_models import is_gguf_file
 from medrlvr_trl.loglikelihood import score_letters
-from medrlvr_trl.progress import Progress
 from medrlvr_trl.prompts import LETTERS, build_prompt
 from medrlvr_trl.rewards import (
     ANSWER_CLOSE,
@@ -392,122 +399,6 @@ def lenient_letter(
 # --- generation ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Decoding options; greedy unless `do_sample`."""
-
-    max_new_tokens: int = 1024
-    batch_size: int = 16
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
-    stop_strings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Completion:
-    """Generated text (up to, not including, EOS) and its length in tokens.
-
-    In loglikelihood mode `text` is the chosen letter, nothing is generated (`num_tokens` 0) and
-    `loglikelihoods` holds every option letter's score."""
-
-    text: str
-    num_tokens: int
-    loglikelihoods: dict[str, float] | None = None
-
-
-def generate_hf(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    settings: GenerationSettings,
-    *,
-    label: str = "generation",
-) -> list[Completion]:
-    """Batched generation with transformers: left padding, KV cache, longest prompts first.
-
-    Sorting by length keeps padding (and wasted compute) low; results come back in input order.
-    Progress (`label: done/total questions, elapsed, left`) is logged as batches finish.
-    """
-    import torch
-    from transformers import GenerationConfig
-
-    if tokenizer.padding_side != "left":
-        raise ValueError("generation needs a left-padding tokenizer (load it with modeling.load_tokenizer)")
-    if settings.batch_size < 1 or settings.max_new_tokens < 1:
-        raise ValueError("batch_size and max_new_tokens must be at least 1")
-    config = GenerationConfig(
-        max_new_tokens=settings.max_new_tokens,
-        do_sample=settings.do_sample,
-        temperature=settings.temperature if settings.do_sample else None,
-        top_p=settings.top_p if settings.do_sample else None,
-        top_k=None,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        use_cache=True,
-        stop_strings=list(settings.stop_strings) or None,
-    )
-    ends = {tokenizer.eos_token_id, tokenizer.pad_token_id}
-    lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
-    results: dict[int, Completion] = {}
-    device = next(model.parameters()).device
-    if settings.do_sample:
-        torch.manual_seed(settings.seed)
-    model.eval()
-    progress = Progress(label, len(prompts), unit="questions")
-    for start in range(0, len(order), settings.batch_size):
-        batch = order[start : start + settings.batch_size]
-        encoded = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True).to(device)
-        with torch.inference_mode():
-            output = model.generate(**encoded, generation_config=config, tokenizer=tokenizer)
-        for row, index in enumerate(batch):
-            new_tokens = output[row, encoded["input_ids"].shape[1] :].tolist()
-            stop = next((k for k, token in enumerate(new_tokens) if token in ends), len(new_tokens))
-            text = tokenizer.decode(new_tokens[:stop], skip_special_tokens=True)
-            results[index] = Completion(text=text, num_tokens=stop)
-        progress.advance(len(batch))
-    return [results[i] for i in range(len(prompts))]
-
-
-def vllm_available() -> bool:
-    """True when the optional `vllm` extra can be imported."""
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def generate_vllm(
-    llm: Any, prompts: Sequence[str], settings: GenerationSettings, *, label: str = "generation"
-) -> list[Completion]:
-    """Generation with a `vllm.LLM`; same settings and output shape as `generate_hf`.
-
-    vLLM draws its own progress bar; `label` only names the run in the log line at the end.
-    """
-    from vllm import SamplingParams
-
-    params = SamplingParams(
-        max_tokens=settings.max_new_tokens,
-        temperature=settings.temperature if settings.do_sample else 0.0,
-        top_p=settings.top_p if settings.do_sample else 1.0,
-        seed=settings.seed,
-        stop=list(settings.stop_strings) or None,
-        include_stop_str_in_output=True,
-    )
-    outputs = llm.generate(list(prompts), params)
-    eos = llm.get_tokenizer().eos_token_id
-    completions = []
-    for output in outputs:
-        best = output.outputs[0]
-        num_tokens = len(best.token_ids) - (1 if best.token_ids and best.token_ids[-1] == eos else 0)
-        completions.append(Completion(text=best.text, num_tokens=num_tokens))
-    Progress(label, len(prompts), unit="questions").advance(len(prompts))
-    return completions
-
-
 def generate_loglikelihood(
     model: Any,
     tokenizer: Any,
@@ -529,27 +420,6 @@ def generate_loglikelihood(
         label=label,
     )
     return [Completion(text=s.letter, num_tokens=0, loglikelihoods=s.loglikelihoods) for s in scores]
-
-
-def generate_sharded(
-    prompts: Sequence[Any], generate: Callable[[Sequence[Any]], list[Completion]], state: Any
-) -> list[Completion]:
-    """Split prompts (or loglikelihood requests) across the processes of `state` (an accelerate
-    `PartialState`), gather on all.
-
-    Every process returns the full list, in input order. With one process this is just `generate`.
-    """
-    if state.num_processes == 1:
-        return generate(prompts)
-    from accelerate.utils import gather_object
-
-    indices = list(range(len(prompts)))
-    with state.split_between_processes(indices) as shard:
-        local = generate([prompts[i] for i in shard]) if shard else []
-        pairs = list(zip(shard, local, strict=True))
-    gathered = gather_object(pairs)
-    by_index = dict(gathered)
-    return [by_index[i] for i in indices]
 
 
 # --- option order --------------------------------------------------------------------------------

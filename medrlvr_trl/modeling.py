@@ -152,7 +152,7 @@ def load_value_model(
         std = head_std if head_std is not None else 1.0 / (config.get_text_config().hidden_size + 1)
         params = [p for p in (head.weight, head.bias) if p is not None]
         # Under ZeRO-3 the head is already partitioned (an empty local tensor): edit the gathered copy.
-        with _gathered(params), torch.no_grad():
+        with gathered(params), torch.no_grad():
             head.weight.normal_(0.0, std)
             if head.bias is not None:
                 head.bias.zero_()
@@ -277,12 +277,12 @@ def _fit_to_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         for t in (model.get_input_embeddings(), model.get_output_embeddings())
         if t is not None
     }
-    with _gathered(list(tables.values())), torch.no_grad():
+    with gathered(list(tables.values())), torch.no_grad():
         for weight in tables.values():
             weight[rows:] = weight[:rows].mean(dim=0)
 
 
-def _gathered(params: list[Any]) -> Any:
+def gathered(params: list[Any]) -> Any:
     """Full copies of ZeRO-3-partitioned parameters while editing them (written back on exit)."""
     from contextlib import nullcontext
 

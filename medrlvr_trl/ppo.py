@@ -54,7 +54,7 @@ from medrlvr_trl import run_logs
 from medrlvr_trl.checkpoint import latest_checkpoint, load_checkpoint, refuse_unless_resuming, save_checkpoint
 from medrlvr_trl.configs import VerifierOptions
 from medrlvr_trl.dynamics import CompletionFeatures, completion_features, stage_metrics
-from medrlvr_trl.modeling import cast_saved_weights
+from medrlvr_trl.modeling import cast_saved_weights, gathered
 from medrlvr_trl.optimizer_roles import RoleClippedZero, clip_by_role, restart_adam_state
 from medrlvr_trl.preemption import PreemptionHandler
 from medrlvr_trl.rewards import Gold, Verdict
@@ -96,6 +96,20 @@ class MedRLVRPPOConfig(VerifierOptions, PPOConfig):
         metadata={
             "help": "Rollouts each process decodes per generate call; default: all of them in one call. The "
             "scoring forwards still go in chunks of local_rollout_forward_batch_size."
+        },
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3,
+        metadata={
+            "help": "rollout_backend vllm on GPUs: the engine's share of each GPU (TRL's colocate default)."
+        },
+    )
+    vllm_importance_sampling_cap: float | None = field(
+        default=2.0,
+        metadata={
+            "help": "rollout_backend vllm: weight each token's policy loss by min(pi_old / pi_vllm, cap), the "
+            "truncated importance sampling of Yao et al. 2025 (cap 2, as veRL's rollout correction default); "
+            "None: off."
         },
     )
     value_head_init_std: float | None = field(
@@ -186,6 +200,8 @@ class Rollouts:
     last_index: torch.Tensor  # (B,) index of each response's last token
     padding_mask: torch.Tensor  # (B, R) True past the last token
     hit_length_limit: torch.Tensor  # (B,) no stop token within response_length
+    sampler_logprobs: torch.Tensor | None = None  # (B, R) vLLM's log-probs of what it sampled (vllm backend)
+    is_weights: torch.Tensor | None = None  # (B, R) truncated importance weights pi_old / pi_vllm, or None
     texts: list[str] = field(default_factory=list)
     golds: list[Gold] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
@@ -293,6 +309,43 @@ class MedRLVRPPOTrainer(PPOTrainer):
         self.generation_config = GenerationConfig(**self.generation_kwargs)
         self._epoch_cache: dict[int, tuple[Dataset, GoldTable | None, torch.Tensor]] = {}
         self._epoch_prompts = epoch_prompts
+        self.sampler = self._vllm_sampler(model) if args.rollout_backend == "vllm" else None
+        self._sampler_stale = (
+            True  # weights are pushed before the first rollout, after each update and resume
+        )
+
+    def _vllm_sampler(self, policy: PreTrainedModel) -> Any:
+        """The colocated vLLM engine, sized to the policy's vocabulary, seeded per process."""
+        from medrlvr_trl.generation import VLLMSampler
+
+        args, accelerator = self.args, self.accelerator
+        sampler = VLLMSampler(
+            policy.config._name_or_path,
+            vocab_rows=policy.get_input_embeddings().num_embeddings,
+            dtype="bfloat16" if args.bf16 else "float32",
+            seed=args.seed + accelerator.process_index,
+            max_model_len=args.max_prompt_length + args.response_length,
+            gpu_memory_utilization=args.vllm_gpu_memory_utilization,
+            world_size=accelerator.num_processes,
+        )
+        accelerator.wait_for_everyone()
+        return sampler
+
+    def _push_weights(self) -> None:
+        """Push the policy's current weights to the vLLM engine: one parameter at a time (gathered under
+        ZeRO-3), cast to the engine's dtype, LoRA merged for the push and unmerged after, names as in the
+        Hugging Face checkpoint."""
+        policy = self.accelerator.unwrap_model(self.model).policy
+        tic = time.perf_counter()
+        if self.is_peft_model:
+            policy.merge_adapter()
+        try:
+            count = self.sampler.push_weights(_checkpoint_named_weights(policy))
+        finally:
+            if self.is_peft_model:
+                policy.unmerge_adapter()
+        self._sampler_stale = False
+        logger.debug("pushed %d tensors to vLLM in %.2f s", count, time.perf_counter() - tic)
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         """One AdamW over policy and critic, the critic in its own parameter groups at `critic_learning_rate`.
@@ -366,22 +419,15 @@ class MedRLVRPPOTrainer(PPOTrainer):
         not to `response_length`, so short answers cost short forwards."""
         args, pad, accelerator = self.args, self.processing_class.pad_token_id, self.accelerator
         chunk = args.local_rollout_forward_batch_size
-        decode = args.generation_batch_size or queries.shape[0]
         # Eval mode: checkpointed layers run plainly and generation keeps its KV cache, so checkpointing
         # never has to be switched off and back on (which would drop `gradient_checkpointing_kwargs`).
         self.model.eval()
+        sampler_logprobs = None
         try:
-            with (
-                _policy_for_generation(
-                    self.model, accelerator, gather=args.ds3_gather_for_generation
-                ) as policy,
-                accelerator.autocast(),
-                _without_model_generation_defaults(policy),
-            ):
-                sampled = [
-                    self._generate(policy, queries[start : start + decode])
-                    for start in range(0, queries.shape[0], decode)
-                ]
+            if self.sampler is not None:
+                sampled, sampler_logprobs = self._sample_vllm(queries)
+            else:
+                sampled = self._sample_hf(queries)
             responses = _pad_right(sampled, pad, max(r.shape[1] for r in sampled))
             if self.stop_token_id is not None:
                 responses = trl_ppo.truncate_response(self.stop_token_id, pad, responses)
@@ -408,17 +454,66 @@ class MedRLVRPPOTrainer(PPOTrainer):
             if self.stop_token_id is not None
             else torch.zeros_like(last_index, dtype=torch.bool)
         )
+        old_logprobs = torch.cat(logprobs).masked_fill(padding_mask, _MASKED_LOGPROB)
+        is_weights = None
+        if sampler_logprobs is not None:
+            sampler_logprobs = sampler_logprobs[:, : responses.shape[1]].masked_fill(
+                padding_mask, _MASKED_LOGPROB
+            )
+            if args.vllm_importance_sampling_cap:
+                ratio = (old_logprobs - sampler_logprobs).masked_fill(padding_mask, 0.0).exp()
+                is_weights = ratio.clamp(max=args.vllm_importance_sampling_cap)
         return Rollouts(
             queries=queries,
             responses=responses,
             query_responses=query_responses,
-            logprobs=torch.cat(logprobs).masked_fill(padding_mask, _MASKED_LOGPROB),
+            sampler_logprobs=sampler_logprobs,
+            is_weights=is_weights,
+            logprobs=old_logprobs,
             ref_logprobs=torch.cat(ref_logprobs).masked_fill(padding_mask, _MASKED_LOGPROB),
             values=torch.cat(values).float().masked_fill(padding_mask, 0.0),
             last_index=last_index,
             padding_mask=padding_mask,
             hit_length_limit=~has_stop,
         )
+
+    def _sample_hf(self, queries: torch.Tensor) -> list[torch.Tensor]:
+        """Responses from transformers `generate` on the training policy, `generation_batch_size` rows a call."""
+        args, accelerator = self.args, self.accelerator
+        decode = args.generation_batch_size or queries.shape[0]
+        with (
+            _policy_for_generation(self.model, accelerator, gather=args.ds3_gather_for_generation) as policy,
+            accelerator.autocast(),
+            _without_model_generation_defaults(policy),
+        ):
+            return [
+                self._generate(policy, queries[start : start + decode])
+                for start in range(0, queries.shape[0], decode)
+            ]
+
+    def _sample_vllm(self, queries: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Responses sampled by the vLLM engine (fresh weights first), with the log-probs it sampled them at."""
+        args, pad = self.args, self.processing_class.pad_token_id
+        if self._sampler_stale:
+            self._push_weights()
+        tokens, logprobs = self.sampler.sample(
+            [row[row != pad].tolist() for row in queries],
+            max_tokens=args.response_length,
+            temperature=args.temperature,
+            stop_token_ids=[self.stop_token_id] if self.stop_token_id is not None else [],
+            banned_token_ids=[pad],
+        )
+        self.sampler.sleep()
+        width = max(1, max(len(t) for t in tokens))
+        device = queries.device
+        responses = torch.full((len(tokens), width), pad, dtype=torch.long, device=device)
+        sampled_logprobs = torch.full(
+            (len(tokens), width), _MASKED_LOGPROB, dtype=torch.float32, device=device
+        )
+        for row, (ids, lps) in enumerate(zip(tokens, logprobs, strict=True)):
+            responses[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            sampled_logprobs[row, : len(lps)] = torch.tensor(lps, dtype=torch.float32)
+        return [responses], sampled_logprobs
 
     def _generate(self, policy: PreTrainedModel, queries: torch.Tensor) -> torch.Tensor:
         """Sampled response tokens for left-padded `queries` (no generation scores: they are never used)."""
@@ -565,6 +660,8 @@ class MedRLVRPPOTrainer(PPOTrainer):
         clipped_ratio = ratio.clamp(1.0 - args.cliprange, 1.0 + args.cliprange)
         unclipped_losses, clipped_losses = -advantages * ratio, -advantages * clipped_ratio
         policy_losses = torch.maximum(unclipped_losses, clipped_losses)
+        if rollouts.is_weights is not None:  # truncated importance sampling: vLLM sampled, not pi_old
+            policy_losses = policy_losses * rollouts.is_weights[idx]
         policy_loss = trl_ppo.masked_mean(policy_losses, valid)
 
         policy_weight = 0.0 if self._critic_warmup() else 1.0  # zero gradients, not none: DDP needs them all
@@ -625,6 +722,7 @@ class MedRLVRPPOTrainer(PPOTrainer):
             self._score(rollouts)
             advantages, returns, kl = self._advantages(rollouts)
             update_stats = self._update(rollouts, advantages, returns)
+            self._sampler_stale = True
             self.lr_scheduler.step()
 
             self.progress.update = update
@@ -695,6 +793,13 @@ class MedRLVRPPOTrainer(PPOTrainer):
         ).sum(0)
         metrics["critic/values_mean"] = (values_sum[0] / values_sum[1].clamp(min=1)).item()
         metrics["critic/values_abs_max"] = gather(rollouts.values.abs().max().reshape(1)).max().item()
+        if rollouts.sampler_logprobs is not None:  # sampler vs trainer on the tokens vLLM sampled
+            gap = (rollouts.logprobs - rollouts.sampler_logprobs).abs()[valid]
+            count = torch.tensor(float(gap.numel()), device=device)
+            gap_sum = gather(torch.stack([gap.sum(), count]).reshape(1, 2)).sum(0)
+            metrics["rollout/logprob_gap_mean"] = (gap_sum[0] / gap_sum[1].clamp(min=1)).item()
+            local_max = gap.max() if gap.numel() else torch.zeros((), device=device)
+            metrics["rollout/logprob_gap_max"] = gather(local_max.reshape(1)).max().item()
         metrics.update(stage_metrics(gather_object(rollouts.features)))  # stage shares, leak and prefix rates
         metrics["objective/rlhf_reward"] = metrics["objective/scores"] + metrics["objective/non_score_reward"]
         metrics["lr"] = self.lr_scheduler.get_last_lr()[0]
@@ -859,6 +964,19 @@ def _policy_for_generation(model: Any, accelerator: Accelerator, *, gather: bool
             yield policy
         finally:
             add_hooks(model)
+
+
+def _checkpoint_named_weights(policy: PreTrainedModel):
+    """(name, tensor) for every policy parameter, named as in its Hugging Face checkpoint, one at a time: under
+    ZeRO-3 each is gathered while it is copied out. A PEFT model gives its (merged) base weights, no adapters."""
+    peft = hasattr(policy, "get_base_model")
+    for name, param in policy.named_parameters():
+        if peft:
+            if "lora_" in name:
+                continue
+            name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+        with gathered([param]):
+            yield name, param.detach()
 
 
 def _is_zero3(accelerator: Accelerator) -> bool:

@@ -294,10 +294,21 @@ def main(argv: Sequence[str] | None = None) -> TinyPaths:
         help="Extra UTF-8 text to train the tokenizer on (repeatable).",
     )
     parser.add_argument("--seed", type=int, default=TinySpec.seed, help="Seed for the random weights.")
+    parser.add_argument(
+        "--num-heads",
+        type=int,
+        default=TinySpec.num_heads,
+        help="Attention heads (and key/value heads at most this many); 2 gives head_dim 32, the smallest "
+        "vLLM's CPU attention takes (build/tiny-vllm).",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     spec = TinySpec(
-        pad_equals_eos=args.pad_equals_eos, seed=args.seed, extra_corpora=tuple(args.extra_corpus)
+        pad_equals_eos=args.pad_equals_eos,
+        seed=args.seed,
+        extra_corpora=tuple(args.extra_corpus),
+        num_heads=args.num_heads,
+        num_kv_heads=min(TinySpec.num_kv_heads, args.num_heads),
     )
     paths = build_tiny(args.out, spec)
     if not paths.rebuilt:

@@ -36,19 +36,14 @@ from medrlvr_trl.data import QuestionIndex, load_mcqa, unique_question_indices  
 from medrlvr_trl.evaluation import (  # noqa: E402
     LOGLIKELIHOOD,
     RANDOM_LABEL,
-    Completion,
     DatasetSpec,
     EvalReport,
-    GenerationSettings,
     MCQAEvalArguments,
     MissingModelError,
     ModelSpec,
     chart_title,
     describe_dataset,
-    generate_hf,
     generate_loglikelihood,
-    generate_sharded,
-    generate_vllm,
     headline_entries,
     headline_pair,
     load_accuracy_metric,
@@ -62,8 +57,16 @@ from medrlvr_trl.evaluation import (  # noqa: E402
     results_markdown,
     scoring_rules,
     summarise_dataset,
-    vllm_available,
     write_predictions,
+)
+from medrlvr_trl.generation import (  # noqa: E402
+    Completion,
+    GenerationSettings,
+    generate_hf,
+    generate_sharded,
+    generate_vllm,
+    vllm_available,
+    vllm_engine,
 )
 from medrlvr_trl.modeling import load_policy, load_tokenizer  # noqa: E402
 from medrlvr_trl.plots import plot_accuracy_bars  # noqa: E402
@@ -251,18 +254,15 @@ def open_generator(
         logger.info("model %s: loglikelihood mode scores with transformers, not vllm", spec.label)
         backend = "hf"
     if backend == "vllm" and not vllm_available():
-        logger.warning("backend 'vllm' requested but vllm is not importable; using transformers generate")
-        backend = "hf"
+        raise UserError(
+            "backend 'vllm' needs vLLM, which is not installed: run `make vllm` (or use backend hf)"
+        )
     if backend == "vllm":
         if state.num_processes > 1:
             raise UserError(
                 "the vllm backend runs in one process; launch without accelerate data parallelism"
             )
-        from vllm import LLM
-
-        return partial(
-            generate_vllm, LLM(model=spec.path, tokenizer=spec.path, dtype=args.dtype, seed=args.seed)
-        )
+        return partial(generate_vllm, vllm_engine(spec.path, dtype=args.dtype, seed=args.seed))
     model = load_policy(spec.path, None, tokenizer, dtype=args.dtype).to(state.device)
     if spec.answer_mode == LOGLIKELIHOOD:
         return partial(generate_loglikelihood, model, tokenizer)

@@ -54,6 +54,7 @@ from medrlvr_trl.evaluation import (
 )
 from medrlvr_trl.plots import plot_accuracy_bars
 from medrlvr_trl.stats import bootstrap_std
+from medrlvr_trl.user_errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -863,17 +864,14 @@ def test_eval_recipe_keeps_existing_results_unless_told_to_overwrite(
     no_model_loading.main([*argv, "--overwrite_output_dir", "true", "--dry_run", "true"])
 
 
-def test_unimportable_vllm_falls_back_to_transformers_with_a_warning(monkeypatch, caplog):
-    monkeypatch.setattr(evaluation, "vllm_available", lambda: False)
+def test_unimportable_vllm_is_a_user_error_naming_make_vllm(monkeypatch):
+    """No silent fallback to transformers: the run would not be what the config says."""
     recipe = load_recipe("eval_mcqa")
     monkeypatch.setattr(recipe, "vllm_available", lambda: False)
-    loaded = []
-    monkeypatch.setattr(recipe, "load_policy", lambda *a, **k: loaded.append(a) or torch.nn.Linear(1, 1))
     args = evaluation.MCQAEvalArguments(models=["m=x"], backend="vllm")
     spec = evaluation.ModelSpec(label="m", path="x", answer_mode="cot", prompt_template="r1")
-    with caplog.at_level("WARNING"):
+    with pytest.raises(UserError, match="make vllm"):
         recipe.open_generator(spec, None, args, type("State", (), {"device": "cpu", "num_processes": 1})())
-    assert loaded and "vllm is not importable" in caplog.text
 
 
 def test_summary_mean_length_counts_generated_tokens():

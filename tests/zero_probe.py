@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from medrlvr_trl.data import load_mcqa  # noqa: E402
-from medrlvr_trl.modeling import _gathered, load_policy, load_tokenizer, load_value_model  # noqa: E402
+from medrlvr_trl.modeling import gathered, load_policy, load_tokenizer, load_value_model  # noqa: E402
 from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer  # noqa: E402
 from medrlvr_trl.rewards.reward_model import tokenize_prompts  # noqa: E402
 
@@ -46,7 +46,7 @@ def main() -> None:
     critic = load_value_model(cli.model, None, tokenizer, head_std=HEAD_STD)
     result: dict[str, object] = {}
     embed = policy.get_input_embeddings().weight
-    with _gathered([critic.score.weight, embed]), torch.no_grad():
+    with gathered([critic.score.weight, embed]), torch.no_grad():
         result["head_std"] = critic.score.weight.float().std().item()
         pad = tokenizer.pad_token_id
         result["pad_row_is_mean"] = bool(
