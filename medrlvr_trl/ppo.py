@@ -324,7 +324,10 @@ class MedRLVRPPOTrainer(PPOTrainer):
             vocab_rows=policy.get_input_embeddings().num_embeddings,
             dtype="bfloat16" if args.bf16 else "float32",
             seed=args.seed + accelerator.process_index,
-            max_model_len=args.max_prompt_length + args.response_length,
+            max_model_len=min(
+                args.max_prompt_length + args.response_length,
+                getattr(policy.config, "max_position_embeddings", None) or 10**9,
+            ),
             gpu_memory_utilization=args.vllm_gpu_memory_utilization,
             world_size=accelerator.num_processes,
         )

@@ -42,6 +42,12 @@ def tiny_value_dir(tiny_paths: TinyPaths) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_vllm_dir() -> Path:
+    """The tiny policy with 2 heads (head_dim 32, the smallest vLLM's CPU attention takes)."""
+    return build_tiny(TEST_CACHE / "tiny-vllm", TinySpec(num_heads=2, num_kv_heads=2)).policy
+
+
+@pytest.fixture(scope="session")
 def qwen_like_tiny_paths() -> TinyPaths:
     """Tiny build whose tokenizer has pad == eos == `<|endoftext|>`, as Qwen2.5 base ships."""
     return build_tiny(TEST_CACHE / "tiny-pad-eq-eos", TinySpec(pad_equals_eos=True))
