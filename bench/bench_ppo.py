@@ -11,8 +11,10 @@ update), timed around the trainer's own methods.
 
 Each trainer runs in its own subprocess (so peak RSS is its own); machines here are shared and
 noisy, so compare the ratio, not absolute seconds across runs. `--backends` lists the rollout backends
-our trainer is measured with, one column each in the phase table (only `hf`, transformers' `generate`,
-exists today; a new backend is one more entry in BACKENDS).
+our trainer is measured with, one column each in the phase table (`hf`: transformers' `generate`;
+`vllm`: the colocated engine, `make vllm`; on a CPU it needs `--shape tiny-vllm`, head_dim 32):
+
+    python bench/bench_ppo.py --updates 8 --shape tiny-vllm --backends hf vllm
 """
 
 from __future__ import annotations
@@ -47,14 +49,17 @@ QWEN_VOCAB = 151_936
 # Peak HBM bandwidth, bytes/s (vendor data sheets), for the decode-throughput bound.
 BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}
 # Rollout backends of our trainer: name -> (what generates, MedRLVRPPOConfig fields that select it).
-BACKENDS: dict[str, tuple[str, dict]] = {"hf": ("transformers generate", {})}
+BACKENDS: dict[str, tuple[str, dict]] = {
+    "hf": ("transformers generate", {}),
+    "vllm": ("vLLM, colocated", {"rollout_backend": "vllm"}),
+}
 TRAINERS = ("ours", "trl", "trl-no-gc")
 # Our trainer's phases in table order: (whose method, method, row). The trainer's own methods; the
 # policy + critic pair's `forward`, split by the phase that calls it (rollout scoring or the update);
 # the accelerator's `backward` and the optimizer's `step`.
 PHASES = (
     ("trainer", "_rollout", "rollout"),
-    ("trainer", "_generate", "generation"),
+    ("trainer", "_sample_hf", "generation"),  # per backend: `_sample_<backend>` (see _phases)
     ("pair", "forward", "policy + critic forward"),
     ("trainer", "_reference_logprobs", "reference forward"),
     ("trainer", "_score", "verifier"),
@@ -65,8 +70,18 @@ PHASES = (
 )
 
 
+def _phases(backend: str) -> list[tuple[str, str, str]]:
+    """PHASES with the backend's sampling method as "generation" (and, for vLLM, its weight push in it)."""
+    phases = [
+        (o, f"_sample_{backend}", label) if label == "generation" else (o, n, label) for o, n, label in PHASES
+    ]
+    if backend == "vllm":
+        phases.insert(2, ("trainer", "_push_weights", "weight push to vLLM"))
+    return phases
+
+
 def _common(args: argparse.Namespace, out: Path) -> dict:
-    gpu = args.shape != "tiny"
+    gpu = not args.shape.startswith("tiny")
     return dict(
         output_dir=str(out), per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
         num_mini_batches=1, num_ppo_epochs=args.ppo_epochs, total_episodes=args.batch * args.updates,
@@ -78,11 +93,15 @@ def _common(args: argparse.Namespace, out: Path) -> dict:
 
 def _model_dir(shape: str) -> Path:
     """The tiny build, or a random-weight model of a real shape saved with the tiny tokenizer."""
-    from medrlvr_trl.tiny import build_tiny
+    from medrlvr_trl.tiny import TinySpec, build_tiny
 
     tiny = build_tiny(REPO / "build" / "bench" / "tiny")
     if shape == "tiny":
         return tiny.policy
+    if shape == "tiny-vllm":  # head_dim 32: vLLM's CPU attention refuses the tiny model's 16
+        return build_tiny(
+            REPO / "build" / "bench" / "tiny-vllm", TinySpec(num_heads=2, num_kv_heads=2)
+        ).policy
     folder = REPO / "build" / "bench" / shape
     if not (folder / "config.json").exists():
         import torch
@@ -139,7 +158,7 @@ def run_one(which: str, args: argparse.Namespace) -> dict:
             processing_class=tokenizer, model=policy, ref_model=ref, value_model=value,
             train_dataset=dataset, gold=gold, callbacks=[Stamp()],
         )  # fmt: skip
-        _instrument(trainer, timer)
+        _instrument(trainer, timer, args.backend)
     else:
         from trl.experimental.ppo import PPOConfig, PPOTrainer
 
@@ -162,7 +181,7 @@ def run_one(which: str, args: argparse.Namespace) -> dict:
     result = {"which": which, "backend": args.backend, "seconds": seconds}
     if which == "ours":
         timer.check_all_called()
-        order = [label for _, _, label in PHASES]
+        order = [label for _, _, label in _phases(args.backend)]
         result["phases"] = dict(timer.seconds)
         result["phase_rows"] = timer.rows(sum(seconds), order)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -179,7 +198,7 @@ def run_one(which: str, args: argparse.Namespace) -> dict:
     return result
 
 
-def _instrument(trainer, timer: PhaseTimer) -> None:
+def _instrument(trainer, timer: PhaseTimer, backend: str) -> None:
     """Time each phase of our update around methods of this trainer instance and its parts."""
     owners = {
         "trainer": trainer,
@@ -187,7 +206,7 @@ def _instrument(trainer, timer: PhaseTimer) -> None:
         "accelerator": trainer.accelerator,
         "optimizer": trainer.optimizer,
     }
-    for owner, name, label in PHASES:
+    for owner, name, label in _phases(backend):
         timer.wrap(owners[owner], name, label)
 
 
@@ -199,7 +218,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="rollouts per update")
     parser.add_argument("--response-length", type=int, default=32)
     parser.add_argument("--ppo-epochs", type=int, default=1)
-    parser.add_argument("--shape", choices=["tiny", *SHAPES], default="tiny")
+    parser.add_argument("--shape", choices=["tiny", "tiny-vllm", *SHAPES], default="tiny")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument(
         "--accelerate-config", help="run each trainer under `accelerate launch` with this config"
@@ -211,6 +230,10 @@ def main() -> None:
     parser.add_argument("--which", choices=TRAINERS, help=argparse.SUPPRESS)  # child process
     parser.add_argument("--backend", choices=list(BACKENDS), default="hf", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if "vllm" in args.backends and args.shape == "tiny":
+        parser.error(
+            "--backends vllm needs --shape tiny-vllm on a CPU (vLLM's attention needs head_dim >= 32)"
+        )
     if args.updates < 2:
         parser.error("--updates must be at least 2 (the first update is warm-up and left out)")
     if args.which:

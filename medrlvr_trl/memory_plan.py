@@ -292,6 +292,7 @@ class PPOWorkload:
     gather_for_generation: bool = True  # ds3_gather_for_generation
     lora_rank: int | None = None  # use_peft: adapter rank (no reference model)
     lora_targets: list[str] | str | None = None
+    vllm_share: float | None = None  # rollout_backend vllm: the engine's share of the GPU while it samples
 
     @classmethod
     def from_args(cls, args: Any, model_args: Any) -> PPOWorkload:
@@ -310,6 +311,9 @@ class PPOWorkload:
             gather_for_generation=bool(getattr(args, "ds3_gather_for_generation", True)),
             lora_rank=getattr(model_args, "lora_r", 16) if use_peft else None,
             lora_targets=getattr(model_args, "lora_target_modules", None) if use_peft else None,
+            vllm_share=args.vllm_gpu_memory_utilization
+            if getattr(args, "rollout_backend", "hf") == "vllm"
+            else None,
         )
 
 
@@ -330,6 +334,7 @@ class MemoryEstimate:
     phases: dict[str, float]
     resident: float
     details: dict[str, str] = field(default_factory=dict)
+    vllm_share: float | None = None  # the engine's share of the GPU in generation (instead of that phase)
 
     @property
     def peak_phase(self) -> str:
@@ -351,15 +356,27 @@ class MemoryEstimate:
             f"peak in {self.peak_phase}: total {self.total / GIB:.1f} GiB"
         )
 
+    def total_on(self, gpu: str) -> float:
+        """The total on `gpu`: with vLLM rollouts its engine takes `vllm_share` of the GPU while it samples
+        (weights + KV cache) and sleeps, freeing both, through scoring and the update."""
+        if self.vllm_share is None:
+            return self.total
+        engine = self.vllm_share * GPU_GIB[gpu] * GIB
+        return self.resident + max(engine, *(v for k, v in self.phases.items() if k != "generation"))
+
     def fits(self, gpu: str) -> bool:
-        """True when the total is at most `HEADROOM` of what `gpu` (a `GPU_GIB` key) holds."""
-        return self.total <= HEADROOM * GPU_GIB[gpu] * GIB
+        """True when the total on `gpu` (a `GPU_GIB` key) is at most `HEADROOM` of what it holds."""
+        return self.total_on(gpu) <= HEADROOM * GPU_GIB[gpu] * GIB
 
     def detail_lines(self) -> list[str]:
         phases = ", ".join(f"{name} {_g(value)}" for name, value in self.phases.items())
         lines = [f"memory plan: {key}: {value}" for key, value in self.details.items()]
         lines.append(f"memory plan: total = resident {_g(self.resident)} + the largest phase ({phases})")
+        if self.vllm_share is not None:
+            lines.append(f"memory plan: vLLM rollouts: the engine takes {self.vllm_share:.0%} of the GPU while it "
+                         "samples (sleeping, nothing, in scoring and update); the generation phase above is not used")  # fmt: skip
         verdicts = [f"{gpu} ({GPU_GIB[gpu]} GiB, line {HEADROOM * GPU_GIB[gpu]:.1f}): "
+                    + (f"{self.total_on(gpu) / GIB:.1f} GiB, " if self.vllm_share is not None else "")
                     + ("fits" if self.fits(gpu) else "does NOT fit") for gpu in GPU_GIB]  # fmt: skip
         lines.append(f"memory plan: fit at {HEADROOM:.0%} of the GPU's memory: " + "; ".join(verdicts))
         return lines
@@ -528,6 +545,7 @@ def estimate_ppo(shape: ModelShape, work: PPOWorkload, launch: Launch) -> Memory
         phases=phases,
         resident=resident,
         details=details,
+        vllm_share=work.vllm_share,
     )
 
 

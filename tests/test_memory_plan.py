@@ -149,3 +149,16 @@ def test_built_in_table_matches_the_published_parameter_counts():
     }
     for name, billions in published.items():  # the model cards' "Number of Parameters"
         assert abs(QWEN25_BASE_SHAPES[name].causal_lm_params / 1e9 - billions) < 0.01, name
+
+
+def test_vllm_rollouts_count_the_engine_share_instead_of_the_generation_phase():
+    """The colocated engine takes vllm_gpu_memory_utilization of the GPU while it samples and sleeps otherwise."""
+    work = {**PAPER_WORK.__dict__, "rollout_chunk": 8}  # the paper config's chunk
+    hf = estimate_ppo(QWEN_3B, PPOWorkload(**work), Launch(32, True, 3))
+    share = estimate_ppo(QWEN_3B, PPOWorkload(**{**work, "vllm_share": 0.3}), Launch(32, True, 3))
+    greedy = estimate_ppo(QWEN_3B, PPOWorkload(**{**work, "vllm_share": 0.9}), Launch(32, True, 3))
+    engine = 0.3 * 39.59 * 2**30
+    assert share.total_on("A100-40GB") == hf.resident + max(engine, hf.phases["update"], hf.phases["scoring"])
+    assert share.fits("A100-40GB") and not greedy.fits("A100-40GB")  # 0.9 x 39.59 GiB + resident > 35.6
+    assert share.total_on("A100/H100-80GB") > share.total_on("A100-40GB")
+    assert "the engine takes 30% of the GPU" in " ".join(share.detail_lines())

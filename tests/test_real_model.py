@@ -20,7 +20,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from medrlvr_trl.modeling import load_policy, load_tokenizer
-from medrlvr_trl.smollm2 import build_smollm2, gguf_path
+from medrlvr_trl.smollm2 import gguf_path
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -29,11 +29,6 @@ BIN = Path(sys.executable).parent
 CONFIGS = REPO / "recipes" / "configs" / "tiny"
 DEMO = REPO / "data" / "demo" / "medqa"
 TEXT = "Question: A 45-year-old man has chest pain. Answer: <think>"
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir() -> Path:
-    return build_smollm2(REPO / "build" / "test-cache" / "real" / "smollm2-135m")
 
 
 @pytest.fixture(scope="session")

