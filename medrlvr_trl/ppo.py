@@ -390,9 +390,8 @@ class MedRLVRPPOTrainer(PPOTrainer):
         (seed + epoch, so resume is exact), and the epochs are read as one stream: every question is seen
         once per epoch, and an update that crosses an epoch's end carries over into the next epoch."""
         plan, size = self.plan, self.train_dataset_len
-        first = (
-            update - 1
-        ) * plan.rollouts_per_update + self.accelerator.process_index * plan.rollouts_per_device
+        rank = self.accelerator.process_index
+        first = (update - 1) * plan.rollouts_per_update + rank * plan.rollouts_per_device
         positions = range(first, first + plan.rollouts_per_device)
         epochs = sorted({positions[0] // size, positions[-1] // size})
         self._epoch_cache = {e: self._epoch_cache.get(e) or self._epoch_data(e) for e in epochs}
@@ -791,18 +790,14 @@ class MedRLVRPPOTrainer(PPOTrainer):
         metrics = {key: gather(value.float().reshape(1)).mean().item() for key, value in local.items()}
         # The rollout's values before the update: a zero head shows exactly 0 at update 1 on every backend.
         valid = ~rollouts.padding_mask
-        values_sum = gather(
-            torch.stack([rollouts.values[valid].sum(), valid.sum().float()]).reshape(1, 2)
-        ).sum(0)
-        metrics["critic/values_mean"] = (values_sum[0] / values_sum[1].clamp(min=1)).item()
-        metrics["critic/values_abs_max"] = gather(rollouts.values.abs().max().reshape(1)).max().item()
+        values = rollouts.values[valid]
+        metrics["critic/values_mean"] = _token_mean_and_max(values, gather)[0]
+        metrics["critic/values_abs_max"] = _token_mean_and_max(values.abs(), gather)[1]
         if rollouts.sampler_logprobs is not None:  # sampler vs trainer on the tokens vLLM sampled
             gap = (rollouts.logprobs - rollouts.sampler_logprobs).abs()[valid]
-            count = torch.tensor(float(gap.numel()), device=device)
-            gap_sum = gather(torch.stack([gap.sum(), count]).reshape(1, 2)).sum(0)
-            metrics["rollout/logprob_gap_mean"] = (gap_sum[0] / gap_sum[1].clamp(min=1)).item()
-            local_max = gap.max() if gap.numel() else torch.zeros((), device=device)
-            metrics["rollout/logprob_gap_max"] = gather(local_max.reshape(1)).max().item()
+            metrics["rollout/logprob_gap_mean"], metrics["rollout/logprob_gap_max"] = _token_mean_and_max(
+                gap, gather
+            )
         metrics.update(stage_metrics(gather_object(rollouts.features)))  # stage shares, leak and prefix rates
         metrics["objective/rlhf_reward"] = metrics["objective/scores"] + metrics["objective/non_score_reward"]
         metrics["lr"] = self.lr_scheduler.get_last_lr()[0]
@@ -967,6 +962,14 @@ def _policy_for_generation(model: Any, accelerator: Accelerator, *, gather: bool
             yield policy
         finally:
             add_hooks(model)
+
+
+def _token_mean_and_max(values: torch.Tensor, gather: Callable) -> tuple[float, float]:
+    """Mean over every process's tokens (not a mean of per-process means) and the largest value."""
+    count = torch.tensor(float(values.numel()), device=values.device)
+    total, tokens = gather(torch.stack([values.sum(), count]).reshape(1, 2)).sum(0)
+    local_max = values.max() if values.numel() else torch.zeros((), device=values.device)
+    return (total / tokens.clamp(min=1)).item(), gather(local_max.reshape(1)).max().item()
 
 
 def _checkpoint_named_weights(policy: PreTrainedModel):
