@@ -159,3 +159,21 @@ def test_eval_with_the_vllm_backend_matches_transformers(tiny_vllm_dir, tmp_path
             for path in sorted(out.rglob("*.jsonl"))
         }
     assert results["hf"] and results["hf"] == results["vllm"]
+
+
+@pytest.mark.parametrize("launch_config", ["cpu_ddp", "cpu_zero3"])
+def test_two_processes_each_sample_with_their_own_engine(launch_config, tiny_vllm_dir, tmp_path):
+    """vLLM's external launcher works on gloo: each of 2 processes runs an engine; under ZeRO-3 the push
+    gathers one parameter at a time. The second update's rollouts are sampled from the pushed weights."""
+    out = tmp_path / "run"
+    command = [str(Path(sys.executable).parent / "accelerate"), "launch", "-q", "--config_file",
+               str(REPO / f"launch/{launch_config}.yaml"), str(REPO / "recipes/ppo_medqa.py"),
+               "--config", "recipes/configs/tiny/ppo_vllm.yaml", "--model_name_or_path", str(tiny_vllm_dir),
+               "--output_dir", str(out), "--total_episodes", "32"]  # fmt: skip
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1")
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / "build" / "torch_extensions"))
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = _metrics(out)
+    assert [m["episode"] for m in metrics] == [16, 32]  # 8 rollouts per process per update
+    assert metrics[1]["objective/kl"] != 0.0 and all(m["rollout/logprob_gap_max"] < 1e-5 for m in metrics)
