@@ -108,8 +108,9 @@ class MedRLVRPPOConfig(VerifierOptions, PPOConfig):
         default=2.0,
         metadata={
             "help": "rollout_backend vllm: weight each token's policy loss by min(pi_old / pi_vllm, cap), the "
-            "truncated importance sampling of Yao et al. 2025 (cap 2, as veRL's rollout correction default); "
-            "None: off."
+            "truncated importance sampling of Yao et al. 2025 ('Your efficient RL framework secretly brings you "
+            "off-policy RL training'); cap 2 as veRL's documented setup (docs/advance/rollout_is.md: token "
+            "level, truncate, rollout_is_threshold 2.0). None: off."
         },
     )
     value_head_init_std: float | None = field(

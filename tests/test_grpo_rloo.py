@@ -355,3 +355,15 @@ def test_rerun_continues_from_the_checkpoint_without_repeating_log_rows(tiny_mod
         grpo_medqa.main([*common, "--total_completions", "48"])  # one more update of 16
     assert [row["update"] for row in run_logs.read_rows(tmp_path / METRICS_FILE)] == [1, 2, 3]
     assert sorted({row["update"] for row in run_logs.read_rows(tmp_path / COMPLETIONS_FILE)}) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("kind", ["grpo", "rloo"])
+def test_rollout_backend_vllm_is_trls_colocated_vllm(kind):
+    """The PPO option's name reaches TRL's own switch: GRPO and RLOO sample with a colocated vLLM engine."""
+    config_class = RECIPES[kind][1]
+    hf = _parse(config_class, CONFIGS / "tiny" / f"{kind}.yaml")
+    vllm = _parse(config_class, CONFIGS / "tiny" / f"{kind}.yaml", "--rollout_backend", "vllm")
+    assert hf.use_vllm is False
+    assert (vllm.use_vllm, vllm.vllm_mode) == (True, "colocate")
+    with pytest.raises(ValueError, match="rollout_backend: got 'sglang'"):
+        _parse(config_class, CONFIGS / "tiny" / f"{kind}.yaml", "--rollout_backend", "sglang")
