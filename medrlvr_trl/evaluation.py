@@ -10,8 +10,9 @@ Every completion is scored under two rules (docs/evaluation.md):
   direct mode `direct_letter` (the `<answer>` section if there is one, else the first line, read
   with the verifier's letter rules).
 - lenient, how benchmark harnesses read answers: anything may follow the first `</answer>`; the
-  letter the strict reader finds in the text up to there, else the MMLU-Pro / lm-eval regex chain
-  (`fallback_letter`) limited to the question's letters.
+  letter the strict reader finds in the text up to there, else MMLU-Pro's "answer is (X)" / "Answer:
+  X" patterns (`fallback_letter`) limited to the question's letters, only where the text answers
+  (`lenient_letter`): no last-standalone-letter rule, so an echoed question stem reads nothing.
 A completion with no letter under a rule is wrong under it ("unparsed" means: none under the
 lenient rule); it is never replaced by a random guess. Every question is scored; nothing is
 dropped. `accuracy`, the chart and the paired comparisons use the strict rule.
@@ -66,6 +67,7 @@ from medrlvr_trl.rewards import (
     extract_letter,
     verify,
 )
+from medrlvr_trl.rewards.verifier import names_lettered_option
 from medrlvr_trl.run_info import RUN_INFO_FILE, read_run_info
 from medrlvr_trl.run_logs import write_jsonl
 from medrlvr_trl.user_errors import UserError
@@ -345,28 +347,65 @@ def score_completion(
     )
 
 
-_FALLBACKS = (
+LENIENT_SOURCES = ("verifier", "answer tag", "answer is", "answer:", LOGLIKELIHOOD)
+"""Which rule read a lenient letter, in the order they are tried (`lenient_source` in predictions)."""
+
+_ANSWER_PATTERNS = (
     ("answer is", r"answer is \(?({letters})\b"),
-    ("answer:", r".*[aA]nswer:\s*({letters})\b"),
-    ("last letter", r"\b({letters})\b(?!.*\b(?:{letters})\b)"),
+    ("answer:", r"[aA]nswer:\s*\(?({letters})\b"),
 )
-"""MMLU-Pro's answer extraction chain (`answer is (X)`, the last `Answer: X`, the last standalone
-letter; lm-eval's mmlu_pro task uses the first), with its A-J replaced by the question's letters
-and a word boundary after the letter, so "the answer is Bacteroides" is not read as B."""
+"""The two answer patterns of MMLU-Pro's extraction chain (lm-eval's mmlu_pro task uses the first),
+with its A-J replaced by the question's letters and a word boundary after the letter, so "the answer
+is Bacteroides" is not read as B. MMLU-Pro's third rule, the last standalone letter anywhere, is
+left out: it reads "A" from "A 45-year-old ..." and "C" from "37°C" in text that answers nothing."""
+
+_LAST_WINS = frozenset({"answer:"})
+"""Patterns whose last occurrence counts (MMLU-Pro takes the last "Answer: X", the first "answer is")."""
+
+_ARTICLE_FOLLOWERS_OK = frozenset({"because", "since", "as", "is", "was", "which", "for", "given", "due"})
+"""Words after "A" that show it is the letter ("A because ..."), not the article ("A patient ...")."""
+
+_HEDGE_RE = re.compile(r"\)?\s*(?:,|/|\bor\b|\band\b)\s*\(?[A-Z]\b")
+_ARTICLE_RE = re.compile(r"\s+(\d|[a-z]+)")
 
 
 @functools.cache
-def _fallback_patterns(num_options: int) -> tuple[tuple[str, re.Pattern[str]], ...]:
+def _answer_patterns(num_options: int) -> tuple[tuple[str, re.Pattern[str]], ...]:
     letters = f"[{LETTERS[0]}-{LETTERS[num_options - 1]}]"
-    return tuple((name, re.compile(rule.format(letters=letters), re.DOTALL)) for name, rule in _FALLBACKS)
+    return tuple((name, re.compile(rule.format(letters=letters))) for name, rule in _ANSWER_PATTERNS)
 
 
-def fallback_letter(text: str, num_options: int) -> tuple[str | None, str | None]:
-    """The letter the regex chain finds in `text`, and which pattern found it (or None, None)."""
-    for name, pattern in _fallback_patterns(num_options):
-        match = pattern.search(text)
-        if match:
-            return match[1], name
+def _answers_with(text: str, match: re.Match[str], options: Sequence[str] | None) -> bool:
+    """Whether a pattern's letter is an answer: not a hedge ("B or C"), not the article ("A 45-year-old"),
+    not a unit ("37°C", "C°"), not part of a word ("B-cell"), and not the start of another option's
+    text ("E. coli" when E. coli is an option: the verifier's option-text guard)."""
+    letter, start, end = match[1], match.start(1), match.end(1)
+    rest = text[end:].split("\n", 1)[0]
+    parenthesised = text[start - 1 : start] == "("
+    if text[:start].rstrip().endswith("°") or rest.lstrip().startswith("°") or re.match(r"-\w", rest):
+        return False
+    if _HEDGE_RE.match(rest):
+        return False
+    article = _ARTICLE_RE.match(rest)
+    if letter == "A" and not parenthesised and article and article[1] not in _ARTICLE_FOLLOWERS_OK:
+        return False
+    if options and not parenthesised and rest[:1] in (".", ")", ":") and rest[1:].strip():
+        return not names_lettered_option(letter, rest[1:], letter + rest, options)
+    return True
+
+
+def fallback_letter(
+    text: str, num_options: int, *, options: Sequence[str] | None = None
+) -> tuple[str | None, str | None]:
+    """The letter an "answer is (X)" or "Answer: X" pattern reads in `text`, and the pattern's name
+    (or None, None). Only the question's letters count; `_answers_with` drops letters that do not answer."""
+    for name, pattern in _answer_patterns(num_options):
+        matches = list(pattern.finditer(text))
+        if name in _LAST_WINS:
+            matches.reverse()
+        for match in matches:
+            if _answers_with(text, match, options):
+                return match[1], name
     return None, None
 
 
@@ -376,24 +415,43 @@ def _through_answer_close(completion: str) -> str:
     return completion if end < 0 else completion[: end + len(ANSWER_CLOSE)]
 
 
+def _answer_section(text: str) -> str | None:
+    """The text after the first `<answer>`, up to `</answer>` or the end (None without the tag)."""
+    start = text.find(ANSWER_OPEN)
+    if start < 0:
+        return None
+    return text[start + len(ANSWER_OPEN) :].split(ANSWER_CLOSE, 1)[0]
+
+
 def lenient_letter(
     completion: str, num_options: int, answer_mode: str, *, options: Sequence[str] | None = None
 ) -> tuple[str | None, str | None]:
-    """The letter under the lenient rule and where it came from (`verifier` or a fallback's name).
+    """The letter under the lenient rule and which rule read it (`LENIENT_SOURCES`), or (None, None).
 
-    Text after the first `</answer>` is ignored; before it, the strict reader (the verifier's
-    format and letter rules in cot mode, `direct_letter` in direct mode) comes first, then
-    `fallback_letter`. None when nothing names a letter: the caller counts it wrong, never a guess.
+    Text after the first `</answer>` is ignored. Then, in order: the strict reader (the verifier's
+    format and letter rules in cot mode, `direct_letter` in direct mode); in cot mode, the verifier's
+    letter rules on a complete `<answer>...</answer>` section when the format around it failed; the
+    "answer is (X)" and "Answer: X" patterns (`fallback_letter`), only inside the `<answer>` section
+    when it holds text, so a letter in `<think>` never stands in for a text answer. None when nothing
+    answers with a letter: the caller counts it wrong, never a guess.
     """
     text = _through_answer_close(completion)
+    section = _answer_section(text)
     if answer_mode == "cot":
         tagged = check_format(text, "paper")
         letter = extract_letter(tagged.answer, options=options) if tagged else None
+        if letter is not None:
+            return letter, "verifier"
+        if tagged is None and section is not None and text.endswith(ANSWER_CLOSE):
+            letter = extract_letter(section, options=options)
+            if letter is not None:
+                return letter, "answer tag"
     else:
         letter = direct_letter(text, options=options)
-    if letter is not None:
-        return letter, "verifier"
-    return fallback_letter(text, num_options)
+        if letter is not None:
+            return letter, "verifier"
+    region = section if section is not None and section.strip() else text
+    return fallback_letter(region, num_options, options=options)
 
 
 # --- generation ----------------------------------------------------------------------------------
@@ -612,7 +670,19 @@ def accuracy_summary(
         "n": strict["n"],
         "format_valid_rate": float(np.mean([r["format_ok"] for r in records])),
         "mean_completion_tokens": float(np.mean([r["completion_tokens"] for r in records])),
+        "lenient_sources": lenient_source_counts(records),
     }
+
+
+def lenient_source_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """How many lenient letters each rule read (`LENIENT_SOURCES`), and how many stayed unparsed: a
+    lenient accuracy resting on the answer patterns reads differently from one the verifier gave."""
+    counts = {**dict.fromkeys(LENIENT_SOURCES, 0), UNPARSED: 0}
+    for record in records:
+        source = record.get("lenient_source") if record["letter_lenient"] is not None else None
+        key = UNPARSED if source is None else source
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def random_guess(rows: Any) -> dict[str, float]:
@@ -801,9 +871,12 @@ _STOPPED_TEXT = (
     "the tags was never generated: strict could not judge it"
 )
 _LENIENT_TEXT = (
-    "anything may follow the first </answer>; the strict reader on the text up to there, else the "
-    "MMLU-Pro regex chain on it ('answer is (X)', the last 'Answer: X', the last standalone letter), "
-    "limited to the question's letters"
+    "anything may follow the first </answer>; the strict reader on the text up to there; in cot mode "
+    "the verifier's letter rules on a complete <answer> section whose surrounding format failed ('answer "
+    "tag'); else MMLU-Pro's answer patterns ('answer is (X)', the last 'Answer: X'), limited to the "
+    "question's letters, only inside <answer> when it holds text, never a hedge ('B or C'), the article "
+    "'A', a unit ('37°C') or the start of another option's text ('E. coli'); no last-standalone-letter "
+    "rule"
 )
 
 
@@ -815,6 +888,9 @@ def scoring_rules(*, stop_at_answer_close: bool) -> dict[str, str]:
         "lenient": _LENIENT_TEXT,
         "unparsed_rate": "share of questions with no letter under the lenient rule; wrong under both "
         "rules, never replaced by a random guess",
+        "lenient_sources": "verifier: the strict reader; answer tag: the verifier's letter rules on a "
+        "complete <answer> section; answer is / answer: MMLU-Pro's patterns; loglikelihood: the most "
+        f"likely letter; {UNPARSED}: no letter",
         "accuracy_std": "std of the accuracy over bootstrap resamples of the questions; random row: std "
         "of a uniform guesser's accuracy, sqrt(sum p(1-p))/n with p = 1/options",
         "paired": "A minus B on the same questions (strict): 95% paired-bootstrap percentile interval, "
@@ -866,6 +942,23 @@ def _accuracy_table(
                 else ["-"] * 3
             )
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _lenient_source_table(report: EvalReport, datasets: Sequence[str]) -> list[str]:
+    """Counts of which rule read each lenient letter, per model and dataset (columns seen anywhere)."""
+    entries = [
+        (model, d, per_dataset[d]["lenient_sources"])
+        for model, per_dataset in report.results.items()
+        for d in datasets
+        if "lenient_sources" in per_dataset.get(d, {})
+    ]
+    columns = [
+        key for key in (*LENIENT_SOURCES, UNPARSED) if any(counts.get(key) for _, _, counts in entries)
+    ]
+    lines = ["| model | dataset | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 2)]
+    for model, d, counts in entries:
+        lines.append(f"| {model} | {d} | " + " | ".join(str(counts.get(key, 0)) for key in columns) + " |")
     return lines
 
 
@@ -1022,6 +1115,14 @@ def results_markdown(report: EvalReport) -> str:
         "",
         *_format_table(report.results, datasets),
     ]
+    if any("lenient_sources" in v for per_dataset in report.results.values() for v in per_dataset.values()):
+        lines += [
+            "",
+            "## Which rule read each lenient letter (questions)",
+            "",
+            f"{rules['lenient_sources']}.",
+        ]
+        lines += ["", *_lenient_source_table(report, datasets)]
     headline = headline_entries(report.paired, report.headline)
     if headline:
         rl, sft = report.headline

@@ -241,8 +241,8 @@ def test_score_completion_passes_the_option_texts_in_both_modes():
         ("Reasoning first.\nAnswer: C\nmore text", "cot", None, "C", "answer:"),
         ("Answer: Because of the kidney", "cot", None, None, None),  # no letter word after "Answer:"
         ("the answer is Bacteroides", "cot", None, None, None),
-        ("Between A and C, I pick C", "cot", None, "C", "last letter"),
-        ("<think>A or C</think>answer follows<answer>C</answer>", "cot", None, "C", "last letter"),
+        ("Between A and C, I pick C", "cot", None, None, None),  # no answer pattern: no letter
+        ("<think>A or C</think>answer follows<answer>C</answer>", "cot", None, "C", "answer tag"),
         ("The answer is (E).", "cot", None, None, None),  # E is not one of the four letters
         ("<think>no idea</think>", "cot", None, None, None),
         (" B", "direct", "B", "B", "verifier"),
@@ -259,7 +259,94 @@ def test_strict_and_lenient_rules_on_crafted_completions(completion, mode, stric
 def test_fallback_letters_are_limited_to_the_question_s_options():
     assert fallback_letter("so the answer is (E)", 5) == ("E", "answer is")
     assert fallback_letter("so the answer is (E)", 4) == (None, None)
-    assert fallback_letter("A I think", 10) == ("I", "last letter")  # MMLU-Pro's last-letter rule, as is
+    assert fallback_letter("A I think", 10) == (None, None)  # no last-standalone-letter rule
+    assert fallback_letter("Answer: B\nlater, Answer: C", 4) == ("C", "answer:")  # the last "Answer: X"
+    assert fallback_letter("the answer is B, then the answer is C", 4) == ("B", "answer is")  # the first
+
+
+ECHOED_STEM = (
+    "A 45-year-old man presents with a fever of 37°C and a rash. Which of the following is the most "
+    "likely diagnosis?\nA. Measles\nB. Rubella\nC. Roseola\nD. Scarlet fever"
+)
+TRIAL_OPTIONS = ["Stratified analysis", "Blinding", "Randomization", "E. coli O157 culture", "Matching"]
+
+
+@pytest.mark.parametrize(
+    ("completion", "mode", "num_options", "options"),
+    [
+        (ECHOED_STEM, "cot", 5, None),  # the article "A", "C" of 37°C, the option list: nothing answers
+        (ECHOED_STEM, "direct", 5, None),
+        ("Temperature 98.6 °F on admission, then 101 °F", "cot", 10, None),  # F after a degree sign
+        ("Which design? A. Stratified analysis ... B. Blinding is", "cot", 5, None),  # cut-off option list
+        ("It is B or C", "cot", 4, None),  # a hedge
+        ("The answer is B or C.", "cot", 4, None),  # a hedge after the pattern
+        ("So the answer is (B) or (C).", "cot", 4, None),
+        ("Answer: A 45-year-old man with fever", "cot", 4, None),  # the article after "Answer:"
+        ("the answer is C °", "cot", 4, None),  # a letter followed by a degree sign is a unit
+        ("the answer is B-cell lymphoma", "cot", 4, None),  # a letter inside a word
+        ("<think>the answer is B</think><answer>Blinding</answer>", "cot", 5, TRIAL_OPTIONS),
+        ("<think>the answer is B</think>\n<answer>Blinding</answer> more", "cot", 5, TRIAL_OPTIONS),
+        (" <answer>Blinding, so not A</answer>", "direct", 5, TRIAL_OPTIONS),
+        (" The answer is E. coli O157 culture", "direct", 5, TRIAL_OPTIONS),  # option D's text
+        ("I would send an E. coli O157 culture. Answer: E. coli O157 culture", "cot", 5, TRIAL_OPTIONS),
+    ],
+)
+def test_lenient_rule_reads_no_letter_from_text_that_does_not_answer(completion, mode, num_options, options):
+    assert lenient_letter(completion, num_options, mode, options=options) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("completion", "mode", "num_options", "expected"),
+    [
+        ("the answer is A because it blocks the receptor", "cot", 4, ("A", "answer is")),
+        ("the answer is (A) a 45-year-old", "cot", 4, ("A", "answer is")),
+        ("Answer: A", "cot", 4, ("A", "answer:")),
+        ("<think>the answer is B</think><answer>the answer is (D)</answer>", "cot", 5, ("D", "verifier")),
+        ("<think>B?</think> then <answer>D</answer>", "cot", 5, ("D", "answer tag")),
+        ("<think>the answer is B</think><answer></answer>", "cot", 5, ("B", "answer is")),
+        ("<think>long reasoning, the answer is (C", "cot", 5, ("C", "answer is")),  # cut off, no <answer>
+        (" The answer is D. E. coli O157 culture", "direct", 5, ("D", "verifier")),
+        ("I think so. The answer is E. Matching", "cot", 5, ("E", "answer is")),  # E's own text
+    ],
+)
+def test_lenient_rule_reads_letters_that_answer(completion, mode, num_options, expected):
+    assert lenient_letter(completion, num_options, mode, options=TRIAL_OPTIONS) == expected
+
+
+def test_lenient_letter_stays_importable_with_its_signature():
+    import inspect
+
+    params = inspect.signature(evaluation.lenient_letter).parameters
+    assert list(params) == ["completion", "num_options", "answer_mode", "options"]
+    assert params["options"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_summary_counts_which_rule_read_each_lenient_letter_and_results_md_shows_them():
+    rows = [{"id": f"q{i}", "answer": "B", "options": ["w", "x", "y", "z"]} for i in range(5)]
+    texts = [
+        "<think>r</think><answer>B</answer>",
+        "<think>r</think> x <answer>C</answer>",
+        "the answer is (B)",
+        "Answer: D",
+        "A 45-year-old with fever of 37°C",
+    ]
+    records = prediction_records(rows, ["p"] * 5, [Completion(t, 3) for t in texts], "cot")
+    summary = accuracy_summary(records, load_accuracy_metric(), n_resamples=10)
+    assert summary["lenient_sources"] == {
+        "verifier": 1,
+        "answer tag": 1,
+        "answer is": 1,
+        "answer:": 1,
+        "loglikelihood": 0,
+        "unparsed": 1,
+    }
+    report = EvalReport(
+        models=[], datasets=[{"label": "medqa", "n": 5}], generation={}, results={"ppo": {"medqa": summary}}
+    )
+    table = results_markdown(report)
+    assert "## Which rule read each lenient letter" in table
+    assert "| model | dataset | verifier | answer tag | answer is | answer: | unparsed |" in table
+    assert "| ppo | medqa | 1 | 1 | 1 | 1 | 1 |" in table
 
 
 def test_fixed_completions_score_to_the_hand_counted_accuracy():
@@ -288,9 +375,9 @@ def test_fixed_completions_score_to_the_hand_counted_accuracy():
     ]
     summary = accuracy_summary(records, load_accuracy_metric())
     assert summary["accuracy"] == summary["accuracy_strict"] == pytest.approx(4 / 8)
-    # Lenient also reads the untagged "B" (the last standalone letter); " I am not sure" stays unparsed.
-    assert summary["accuracy_lenient"] == pytest.approx(5 / 8)
-    assert summary["unparsed_rate"] == pytest.approx(1 / 8)
+    # Lenient reads no letter in the untagged cot "B" (no answer pattern) nor in " I am not sure".
+    assert summary["accuracy_lenient"] == pytest.approx(4 / 8)
+    assert summary["unparsed_rate"] == pytest.approx(2 / 8)
     assert summary["accuracy_lenient_std"] > 0
     assert summary["format_valid_rate"] == pytest.approx(6 / 8)
     assert summary["n"] == 8

@@ -220,6 +220,13 @@ def _names_a_lettered_option(letter: str, text: str, body: str, options: Sequenc
     return False
 
 
+def names_lettered_option(letter: str, text: str, body: str, options: Sequence[str]) -> bool:
+    """Whether an answer `body` such as "E. coli" names another option by its text rather than letter
+    `letter` (`text`: what follows the letter and its punctuation). Evaluation's lenient rule applies the
+    same guard to the letters its answer patterns read."""
+    return _names_a_lettered_option(letter, text, body, options)
+
+
 def _check_gold(answer: str, num_options: int) -> int:
     try:
         count = operator.index(num_options)
