@@ -46,7 +46,7 @@ def _metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def _trainer(model_dir: Path, out: Path, **overrides) -> MedRLVRPPOTrainer:
+def _trainer(model_dir: Path, out: Path, *, peft_config=None, **overrides) -> MedRLVRPPOTrainer:
     set_seed(0)
     tokenizer = load_tokenizer(str(model_dir))
     rows = load_mcqa(str(DEMO / "medqa"), "train", limit=32)
@@ -63,10 +63,11 @@ def _trainer(model_dir: Path, out: Path, **overrides) -> MedRLVRPPOTrainer:
         args=MedRLVRPPOConfig(**values),
         processing_class=tokenizer,
         model=load_policy(str(model_dir), None, tokenizer),
-        ref_model=load_policy(str(model_dir), None, tokenizer),
+        ref_model=None if peft_config else load_policy(str(model_dir), None, tokenizer),
         value_model=load_value_model(str(model_dir), None, tokenizer),
         train_dataset=dataset,
         gold=gold,
+        peft_config=peft_config,
     )
 
 
@@ -100,6 +101,26 @@ def test_engine_weights_follow_the_policy_through_updates(tiny_vllm_dir, tmp_pat
     metrics = _metrics(tmp_path)
     assert len(metrics) == 3 and all(m["rollout/logprob_gap_max"] < 1e-4 for m in metrics)
     assert metrics[-1]["objective/kl"] != 0.0  # the weights did move
+
+
+def test_lora_is_merged_for_the_push_and_unmerged_after(tiny_vllm_dir, tmp_path):
+    """With LoRA the engine gets base + adapter (merged for the push), and training goes on with the adapter
+    unmerged: the policy's output is the same before and after a push."""
+    from peft import LoraConfig
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer = _trainer(tiny_vllm_dir, tmp_path, peft_config=lora, learning_rate=3e-2, total_episodes=16)
+    trainer.train()  # 2 updates: the adapter's B matrices leave zero
+    policy = trainer.accelerator.unwrap_model(trainer.model).policy
+    ids = torch.tensor([SEQUENCES[0]])
+    with torch.no_grad():
+        before = policy(input_ids=ids).logits
+        with policy.disable_adapter():
+            base = policy(input_ids=ids).logits
+    assert (before - base).abs().max() > 1e-4  # the adapter matters
+    assert _gap_to_training_model(trainer, SEQUENCES) < 1e-4  # pushes the merged weights
+    with torch.no_grad():
+        torch.testing.assert_close(policy(input_ids=ids).logits, before)  # unmerged again
 
 
 @pytest.mark.real
