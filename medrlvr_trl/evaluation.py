@@ -80,6 +80,10 @@ ANSWER_MODES = ("cot", "direct", LOGLIKELIHOOD)
 DEFAULT_TEMPLATE = {"cot": "r1", "direct": "direct", LOGLIKELIHOOD: "lm_eval"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 RANDOM_LABEL = "random"
+CONSTANT_LETTER_LABEL = "constant letter"
+"""The results.md row of `constant_letter_baseline` (results.json: the top-level key `constant_letter`)."""
+MAJORITY_LETTER_SHARE = 0.5
+"""A model naming one letter in more than this share of its answers gets a warning (a letter prior)."""
 ACCURACY_RULE = "strict"
 """The rule behind `accuracy`, the chart and the paired comparisons: the one RL is trained on."""
 ROLE_RANK = {"base": 0, "sft": 1, "rl": 2}
@@ -763,6 +767,26 @@ def summarise_dataset(
     return summary
 
 
+def constant_letter_baseline(rows: Any) -> dict[str, Any]:
+    """The best score of always naming one letter: the most frequent gold letter (the first on a tie),
+    its accuracy and that accuracy's std over resamples of the questions, sqrt(p (1 - p) / n).
+
+    A letter prior scores this much with no knowledge at all, so it is the floor a model must beat;
+    random is not (27.7% for always-A on the real 4-option MedQA test against random's 25%). The letter
+    is chosen on the test set itself, so the floor is, if anything, high.
+    """
+    counts = gold_letter_distribution(rows)
+    n = sum(counts.values())
+    letter = max(counts, key=lambda key: (counts[key], -LETTERS.index(key)))
+    accuracy = counts[letter] / n
+    return {
+        "letter": letter,
+        "accuracy": accuracy,
+        "accuracy_std": (accuracy * (1 - accuracy) / n) ** 0.5,
+        "n": n,
+    }
+
+
 def random_summary(rows: Any, kept: Sequence[int]) -> dict[str, Any]:
     """`random_guess` on every question, with its expected accuracy on the deduplicated ones."""
     subset = {"options": [rows["options"][i] for i in kept]}
@@ -893,6 +917,11 @@ def scoring_rules(*, stop_at_answer_close: bool) -> dict[str, str]:
         f"likely letter; {UNPARSED}: no letter",
         "accuracy_std": "std of the accuracy over bootstrap resamples of the questions; random row: std "
         "of a uniform guesser's accuracy, sqrt(sum p(1-p))/n with p = 1/options",
+        "constant_letter": "always naming the dataset's most frequent gold letter (in brackets): what a "
+        "letter prior scores with no knowledge, the floor to beat (random is lower when gold letters are "
+        "uneven); +- sqrt(p(1-p)/n)",
+        "majority_letter": f"a model naming one letter in more than {MAJORITY_LETTER_SHARE:.0%} of its answers: "
+        "its accuracy may be a letter prior; compare it with the constant-letter row and the option shifts",
         "paired": "A minus B on the same questions (strict): 95% paired-bootstrap percentile interval, "
         "two-sided exact McNemar p-value",
         "letter_distribution": "Strict letters of each model's answers to the options as given "
@@ -923,8 +952,23 @@ def _percent(value: float, std: float | None = None) -> str:
     return f"{100 * value:.1f}" + ("" if std is None else f" +- {100 * std:.1f}")
 
 
+def _constant_letter_row(constant: Mapping[str, Mapping[str, Any]], datasets: Sequence[str]) -> str:
+    """The best-constant-letter row of the accuracy table: both rules read the same letter."""
+    cells = []
+    for d in datasets:
+        v = constant.get(d)
+        if v is None:
+            cells += ["-"] * 3
+            continue
+        score = f"{_percent(v['accuracy'], v['accuracy_std'])} ({v['letter']})"
+        cells += [score, score, _percent(0.0)]
+    return f"| {CONSTANT_LETTER_LABEL} | " + " | ".join(cells) + " |"
+
+
 def _accuracy_table(
-    results: Mapping[str, Mapping[str, Mapping[str, float]]], datasets: Sequence[str]
+    results: Mapping[str, Mapping[str, Mapping[str, float]]],
+    datasets: Sequence[str],
+    constant: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[str]:
     columns = [f"{d} {rule}" for d in datasets for rule in ("strict", "lenient", "unparsed")]
     lines = ["| model | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
@@ -942,6 +986,8 @@ def _accuracy_table(
                 else ["-"] * 3
             )
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    if constant:
+        lines.append(_constant_letter_row(constant, datasets))
     return lines
 
 
@@ -1098,18 +1144,51 @@ def _checks_markdown(report: EvalReport, datasets: Sequence[str]) -> list[str]:
     return lines
 
 
+def majority_letter_warnings(report: EvalReport) -> list[str]:
+    """One line per model and dataset where one strict letter is more than `MAJORITY_LETTER_SHARE` of
+    the answers: such an accuracy is mostly that letter's share of the gold answers."""
+    lines = []
+    for model, per_dataset in report.results.items():
+        for dataset, v in per_dataset.items():
+            counts = {k: c for k, c in v.get("letter_distribution", {}).items() if k != UNPARSED}
+            total = sum(v.get("letter_distribution", {}).values())
+            if not counts or not total:
+                continue
+            letter = max(counts, key=lambda key: counts[key])
+            if counts[letter] > MAJORITY_LETTER_SHARE * total:
+                floor = report.constant_letter.get(dataset, {})
+                lines.append(
+                    f"{model} on {dataset}: answers {letter} to {counts[letter]} of {total} questions "
+                    f"({_percent(counts[letter] / total)}%); its accuracy may be a letter prior"
+                    + (
+                        f" (always {floor['letter']} scores {_percent(floor['accuracy'])}%)"
+                        if "letter" in floor
+                        else ""
+                    )
+                )
+    return lines
+
+
+def report_warnings(report: EvalReport) -> list[str]:
+    """What a reader must see before the numbers (results.md's Warnings; the recipe logs them too)."""
+    return majority_letter_warnings(report)
+
+
 def results_markdown(report: EvalReport) -> str:
     """`results.md`: accuracy under both rules with the unparsed rate, format-valid rate and length,
     the headline (RLVR minus SFT) and every paired comparison, each table saying which rule it uses;
     then the answer letters, the option-order, duplicate and training-overlap checks present."""
     datasets = [d["label"] for d in report.datasets]
     rules = report.scoring
-    lines = ["## Accuracy (%)", "", *_accuracy_table(report.results, datasets), ""]
+    warnings = report_warnings(report)
+    lines = ["## Warnings", "", *[f"- {w}" for w in warnings], ""] if warnings else []
+    lines += ["## Accuracy (%)", "", *_accuracy_table(report.results, datasets, report.constant_letter), ""]
     lines += [
         f"- strict (`accuracy` in results.json, the chart, the paired tests): {rules['strict']}.",
         f"- lenient: {rules['lenient']}.",
         f"- unparsed: {rules['unparsed_rate']}.",
         f"- +-: {rules['accuracy_std']}.",
+        f"- {CONSTANT_LETTER_LABEL}: {rules['constant_letter']}.",
         "",
         "## Format-valid rate (%, strict rule) / mean completion length (tokens)",
         "",
@@ -1158,6 +1237,8 @@ class EvalReport:
     headline: tuple[str, str] | None = None
     scoring: dict[str, str] = field(default_factory=lambda: scoring_rules(stop_at_answer_close=False))
     train_dataset: dict[str, Any] | None = None
+    constant_letter: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per dataset, `constant_letter_baseline`: the best single letter and its accuracy."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"

@@ -42,6 +42,7 @@ from medrlvr_trl.evaluation import (  # noqa: E402
     MissingModelError,
     ModelSpec,
     chart_title,
+    constant_letter_baseline,
     describe_dataset,
     generate_loglikelihood,
     headline_entries,
@@ -53,6 +54,7 @@ from medrlvr_trl.evaluation import (  # noqa: E402
     parse_train_dataset,
     predict_permutations,
     random_summary,
+    report_warnings,
     resolve_model,
     results_markdown,
     scoring_rules,
@@ -305,7 +307,10 @@ def write_outputs(
         headline=headline_pair(plan.models),
         scoring=scoring_rules(stop_at_answer_close=cot_stopped_at_answer_close(args, plan)),
         train_dataset=None if train is None else {**asdict(train), "n": len(plan.train_index.ids)},
+        constant_letter={d.label: constant_letter_baseline(plan.rows[d.label]) for d in plan.datasets},
     )
+    for warning in report_warnings(report):
+        logger.warning("%s", warning)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(report.to_json(), encoding="utf-8")
     (out / "results.md").write_text(results_markdown(report), encoding="utf-8")

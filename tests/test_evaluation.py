@@ -717,6 +717,37 @@ def test_results_table_names_each_column_s_rule_with_error_bars_gaps_and_paired_
     assert "stop_at_answer_close was on" in results_markdown(stopped)
 
 
+def test_constant_letter_baseline_is_the_most_frequent_gold_letter_first_on_a_tie():
+    rows = {"options": [["a", "b", "c", "d", "e"]] * 13, "answer": list("AAABBBBBCCCCC")}
+    baseline = evaluation.constant_letter_baseline(rows)
+    assert baseline == {
+        "letter": "B",
+        "accuracy": pytest.approx(5 / 13),
+        "accuracy_std": pytest.approx(np.sqrt(5 / 13 * 8 / 13 / 13)),
+        "n": 13,
+    }
+
+
+def _letters_report(distribution: dict[str, int]) -> EvalReport:
+    return EvalReport(
+        models=[],
+        datasets=[{"label": "medqa"}],
+        generation={},
+        results={"ll": {"medqa": {**_model_entry(0.367, 0.367, 0.0), "letter_distribution": distribution}}},
+        constant_letter={"medqa": {"letter": "E", "accuracy": 0.3, "accuracy_std": 0.08, "n": 30}},
+    )
+
+
+def test_a_model_naming_one_letter_in_most_answers_gets_a_warning_with_the_constant_letter_floor():
+    warned = results_markdown(_letters_report({"A": 2, "B": 1, "C": 0, "D": 1, "E": 16, "unparsed": 10}))
+    assert "## Warnings" in warned
+    assert "- ll on medqa: answers E to 16 of 30 questions (53.3%)" in warned
+    assert "(always E scores 30.0%)" in warned
+    assert "| constant letter | 30.0 +- 8.0 (E) | 30.0 +- 8.0 (E) | 0.0 |" in warned
+    even = results_markdown(_letters_report({"A": 5, "B": 5, "C": 5, "D": 0, "E": 15, "unparsed": 0}))
+    assert "## Warnings" not in even  # exactly half is not more than half
+
+
 def test_paired_comparisons_read_later_stage_minus_earlier_for_every_pair():
     models = [
         ModelSpec("sft", "s", "direct", "direct", role="sft"),
@@ -822,6 +853,15 @@ def test_eval_recipe_writes_results_predictions_and_figure(tmp_path, tiny_model_
     )
     datasets = {d["label"]: d for d in report["datasets"]}
     assert datasets["medqa"]["gold_letter_distribution"] == {"A": 2, "B": 1, "C": 1, "D": 1}
+    assert report["constant_letter"]["medqa"] == {
+        "letter": "A",
+        "accuracy": pytest.approx(0.4),
+        "accuracy_std": pytest.approx(np.sqrt(0.4 * 0.6 / 5)),
+        "n": 5,
+    }
+    assert (
+        "| constant letter | 40.0 +- 21.9 (A) | 40.0 +- 21.9 (A) | 0.0 |" in (out / "results.md").read_text()
+    )
     assert datasets["mmlu_health"]["gold_letter_distribution"]["A"] == 1  # rows 0, 2, 3: A, C, D
     medqa_overlap = datasets["medqa"]["contamination"]
     assert (medqa_overlap["exact"], medqa_overlap["near"], medqa_overlap["n"]) == (3, 0, 5)
@@ -1006,3 +1046,12 @@ def test_eval_config_files_parse_into_models_and_datasets(config):
     labels = [label for label, *_ in parse_model_specs(args.models)]
     assert {"sft", "ppo", "base-direct", "base-cot"} <= set(labels)
     assert [d.label for d in parse_dataset_specs(args.datasets)] == ["medqa", "mmlu_pro_health"]
+
+
+def test_the_paper_eval_config_asks_every_question_under_two_option_orders():
+    from medrlvr_trl.configs import parse_config
+
+    (args,) = parse_config(
+        [evaluation.MCQAEvalArguments], ["--config", str(REPO / "recipes/configs/eval.yaml")]
+    )
+    assert args.option_permutations == 2
