@@ -82,6 +82,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
 RANDOM_LABEL = "random"
 CONSTANT_LETTER_LABEL = "constant letter"
 """The results.md row of `constant_letter_baseline` (results.json: the top-level key `constant_letter`)."""
+UNPARSED_WARNING_RATE = 0.5
+"""A model with no letter in more than this share of its answers gets a warning (a failed run)."""
 MAJORITY_LETTER_SHARE = 0.5
 """A model naming one letter in more than this share of its answers gets a warning (a letter prior)."""
 ACCURACY_RULE = "strict"
@@ -646,8 +648,12 @@ def accuracy_summary(
     records: Sequence[dict[str, Any]], metric: Any, *, n_resamples: int = 1000, seed: int = 0
 ) -> dict[str, float]:
     """Accuracy under both rules with bootstrap stds, unparsed rate, n, format-valid rate and mean
-    completion length (tokens). `accuracy` / `accuracy_std` are the strict rule's (older readers)."""
+    completion length (tokens). `accuracy` / `accuracy_std` are the strict rule's (older readers).
+    `accuracy_wilson95` / `accuracy_lenient_wilson95`: 95% Wilson intervals, which keep a width where
+    the bootstrap std is 0 (accuracy 0 or 1)."""
     import numpy as np
+
+    from medrlvr_trl.stats import wilson_interval
 
     if not records:
         raise ValueError("cannot summarise an empty set of predictions")
@@ -675,6 +681,12 @@ def accuracy_summary(
         "format_valid_rate": float(np.mean([r["format_ok"] for r in records])),
         "mean_completion_tokens": float(np.mean([r["completion_tokens"] for r in records])),
         "lenient_sources": lenient_source_counts(records),
+        "accuracy_wilson95": list(
+            wilson_interval(sum(strict_letter(r) == r["answer"] for r in records), len(records))
+        ),
+        "accuracy_lenient_wilson95": list(
+            wilson_interval(sum(r["letter_lenient"] == r["answer"] for r in records), len(records))
+        ),
     }
 
 
@@ -839,6 +851,8 @@ def paired_comparisons(
                     "model_b": b.label,
                     "dataset": dataset,
                     "rule": ACCURACY_RULE,
+                    "accuracy_a": float(sum(outcomes[a.label][dataset]) / result.n),
+                    "accuracy_b": float(sum(outcomes[b.label][dataset]) / result.n),
                     "diff": result.diff,
                     "ci95": list(result.ci95),
                     "mcnemar_p": result.mcnemar_p,
@@ -922,6 +936,13 @@ def scoring_rules(*, stop_at_answer_close: bool) -> dict[str, str]:
         "uneven); +- sqrt(p(1-p)/n)",
         "majority_letter": f"a model naming one letter in more than {MAJORITY_LETTER_SHARE:.0%} of its answers: "
         "its accuracy may be a letter prior; compare it with the constant-letter row and the option shifts",
+        "interval_vs_p": "When the interval and the McNemar p-value disagree (the interval leaves 0 out "
+        "while p >= 0.05, or the reverse), trust the p-value: the percentile bootstrap interval is too "
+        "narrow with few questions or few discordant ones (only A right + only B right), while the exact "
+        "McNemar test is exact at any n; read such a difference as not shown, and look at the discordant "
+        "counts",
+        "wilson": "at accuracy 0 or 1 the bootstrap std is 0, so the cell shows the 95% Wilson interval "
+        "[low, high] instead",
         "paired": "A minus B on the same questions (strict): 95% paired-bootstrap percentile interval, "
         "two-sided exact McNemar p-value",
         "letter_distribution": "Strict letters of each model's answers to the options as given "
@@ -952,6 +973,13 @@ def _percent(value: float, std: float | None = None) -> str:
     return f"{100 * value:.1f}" + ("" if std is None else f" +- {100 * std:.1f}")
 
 
+def _accuracy_cell(accuracy: float, std: float, wilson: Sequence[float] | None) -> str:
+    """ "a +- std", or at accuracy 0 or 1 (where the bootstrap std is 0) "a [low, high]", the Wilson interval."""
+    if wilson is not None and accuracy in (0.0, 1.0):
+        return f"{_percent(accuracy)} [{_percent(wilson[0])}, {_percent(wilson[1])}]"
+    return _percent(accuracy, std)
+
+
 def _constant_letter_row(constant: Mapping[str, Mapping[str, Any]], datasets: Sequence[str]) -> str:
     """The best-constant-letter row of the accuracy table: both rules read the same letter."""
     cells = []
@@ -978,8 +1006,10 @@ def _accuracy_table(
             v = per_dataset.get(d)
             cells += (
                 [
-                    _percent(v["accuracy_strict"], v["accuracy_std"]),
-                    _percent(v["accuracy_lenient"], v["accuracy_lenient_std"]),
+                    _accuracy_cell(v["accuracy_strict"], v["accuracy_std"], v.get("accuracy_wilson95")),
+                    _accuracy_cell(
+                        v["accuracy_lenient"], v["accuracy_lenient_std"], v.get("accuracy_lenient_wilson95")
+                    ),
                     _percent(v["unparsed_rate"]),
                 ]
                 if v
@@ -1025,19 +1055,73 @@ def _format_table(
     return lines
 
 
-def _paired_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
-    lines = [
-        "| dataset | A | B | A - B (points) | 95% CI (points) | McNemar p | only A right | only B right |",
-        "|" + " --- |" * 8,
+def _rates(results: Mapping[str, Mapping[str, Mapping[str, Any]]], model: str, dataset: str) -> str:
+    """ "format-valid / unparsed" (%) of one model on one dataset, "-" when not summarised."""
+    v = results.get(model, {}).get(dataset)
+    if not v or "format_valid_rate" not in v:
+        return "-"
+    return f"{_percent(v['format_valid_rate'])} / {_percent(v['unparsed_rate'])}"
+
+
+def _shift_means(results: Mapping[str, Mapping[str, Mapping[str, Any]]], entry: Mapping[str, Any]) -> str:
+    """Both models' strict accuracy averaged over the option shifts, "A / B" (%), "-" without shifts."""
+    means = [
+        results.get(m, {}).get(entry["dataset"], {}).get("accuracy_mean_over_shifts")
+        for m in (entry["model_a"], entry["model_b"])
     ]
+    return "-" if None in means else " / ".join(_percent(m) for m in means)
+
+
+def _paired_table(
+    entries: Sequence[Mapping[str, Any]], results: Mapping[str, Mapping[str, Mapping[str, Any]]]
+) -> list[str]:
+    """One row per pair: both accuracies, n, the difference with its interval and p-value, the
+    discordant counts and both models' format-valid / unparsed rates, so a failed run cannot pass for a
+    tie; with option shifts, both mean-over-shifts accuracies too."""
+    shifts = any(_shift_means(results, e) != "-" for e in entries)
+    columns = [
+        "dataset",
+        "A",
+        "B",
+        "A (%)",
+        "B (%)",
+        "n",
+        "A - B (points)",
+        "95% CI (points)",
+        "McNemar p",
+        "only A right",
+        "only B right",
+        "A valid / unparsed (%)",
+        "B valid / unparsed (%)",
+    ] + (["A / B mean over shifts (%)"] if shifts else [])
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for e in entries:
         low, high = e["ci95"]
-        lines.append(
-            f"| {e['dataset']} | {e['model_a']} | {e['model_b']} | {100 * e['diff']:+.1f} | "
-            f"[{100 * low:+.1f}, {100 * high:+.1f}] | {e['mcnemar_p']:.3g} | {e['only_a_correct']} | "
-            f"{e['only_b_correct']} |"
-        )
+        accuracies = [_percent(e[key]) if key in e else "-" for key in ("accuracy_a", "accuracy_b")]
+        cells = [
+            e["dataset"],
+            e["model_a"],
+            e["model_b"],
+            *accuracies,
+            str(e["n"]),
+            f"{100 * e['diff']:+.1f}",
+            f"[{100 * low:+.1f}, {100 * high:+.1f}]",
+            f"{e['mcnemar_p']:.3g}",
+            str(e["only_a_correct"]),
+            str(e["only_b_correct"]),
+            _rates(results, e["model_a"], e["dataset"]),
+            _rates(results, e["model_b"], e["dataset"]),
+        ] + ([_shift_means(results, e)] if shifts else [])
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def interval_and_p_disagree(entry: Mapping[str, Any], alpha: float = 0.05) -> bool:
+    """Whether the bootstrap interval and McNemar's p-value point different ways: the interval leaves 0
+    out while p >= alpha, or holds 0 while p < alpha (small n, few discordant questions)."""
+    low, high = entry["ci95"]
+    excludes_zero = low > 0 or high < 0
+    return excludes_zero != (entry["mcnemar_p"] < alpha)
 
 
 def _dedup_table(report: EvalReport, datasets: Sequence[str]) -> list[str]:
@@ -1169,9 +1253,21 @@ def majority_letter_warnings(report: EvalReport) -> list[str]:
     return lines
 
 
+def unparsed_warnings(report: EvalReport) -> list[str]:
+    """One line per model and dataset where most answers had no letter: a failed run (empty or cut-off
+    completions) whose accuracies and differences are near 0 and look precise, not a real score."""
+    return [
+        f"{model} on {dataset}: no letter in {_percent(v['unparsed_rate'])}% of its answers (more than "
+        f"{UNPARSED_WARNING_RATE:.0%}); its accuracy and every comparison with it say little"
+        for model, per_dataset in report.results.items()
+        for dataset, v in per_dataset.items()
+        if v.get("unparsed_rate", 0.0) > UNPARSED_WARNING_RATE
+    ]
+
+
 def report_warnings(report: EvalReport) -> list[str]:
     """What a reader must see before the numbers (results.md's Warnings; the recipe logs them too)."""
-    return majority_letter_warnings(report)
+    return unparsed_warnings(report) + majority_letter_warnings(report)
 
 
 def results_markdown(report: EvalReport) -> str:
@@ -1188,6 +1284,7 @@ def results_markdown(report: EvalReport) -> str:
         f"- lenient: {rules['lenient']}.",
         f"- unparsed: {rules['unparsed_rate']}.",
         f"- +-: {rules['accuracy_std']}.",
+        f"- [low, high]: {rules['wilson']}.",
         f"- {CONSTANT_LETTER_LABEL}: {rules['constant_letter']}.",
         "",
         "## Format-valid rate (%, strict rule) / mean completion length (tokens)",
@@ -1209,11 +1306,19 @@ def results_markdown(report: EvalReport) -> str:
             "",
             f"## Headline: RLVR minus SFT ({rl} - {sft}, strict rule)",
             "",
-            *_paired_table(headline),
+            *_paired_table(headline, report.results),
         ]
     if report.paired:
         lines += ["", "## Paired comparisons (strict rule)", "", f"{rules['paired']}.", ""]
-        lines += _paired_table(report.paired)
+        lines += _paired_table(report.paired, report.results)
+        lines += ["", f"{rules['interval_vs_p']}."]
+        disagree = [e for e in report.paired if interval_and_p_disagree(e)]
+        if disagree:
+            lines.append(
+                "Interval and p-value disagree on: "
+                + "; ".join(f"{e['dataset']} {e['model_a']} - {e['model_b']}" for e in disagree)
+                + "."
+            )
     lines += _checks_markdown(report, datasets)
     return "\n".join(lines) + "\n"
 

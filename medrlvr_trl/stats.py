@@ -64,6 +64,21 @@ def random_guess_std(option_counts: Sequence[int]) -> float:
     return float(np.sqrt(np.sum(chance * (1.0 - chance))) / counts.size)
 
 
+def wilson_interval(successes: int, n: int, *, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion (Wilson 1927).
+
+    At 0 or n successes every bootstrap resample gives the same accuracy, so the bootstrap std is 0 and
+    reads as certainty; Wilson's interval still has width: 0 of 40 right gives [0, 8.8%].
+    """
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval needs 0 <= successes <= n and n >= 1; got {successes} of {n}")
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def mcnemar_exact_p(a_only: int, b_only: int) -> float:
     """Two-sided exact McNemar p-value from the discordant counts.
 

@@ -711,7 +711,10 @@ def test_results_table_names_each_column_s_rule_with_error_bars_gaps_and_paired_
     assert "- strict (`accuracy`" in table and "generated to EOS" in table
     assert "## Headline: RLVR minus SFT (ppo - sft, strict rule)" in table
     # ppo - sft = +25 points; discordant: only ppo right on 2 questions, only sft right on 1 -> p = 1.
-    assert "| medqa | ppo | sft | +25.0 |" in table and "| 1 | 2 | 1 |" in table
+    # Both accuracies, n, then the difference; then both models' format-valid / unparsed rates.
+    assert "| medqa | ppo | sft | 75.0 | 50.0 | 4 | +25.0 |" in table and "| 1 | 2 | 1 |" in table
+    assert "| 2 | 1 | 100.0 / 0.0 | 100.0 / 2.0 |" in table
+    assert "trust the p-value" in table
     assert "mmlu | ppo" not in table  # no pair where neither model was scored
     stopped = EvalReport([], [{"label": "medqa"}], {}, {}, scoring=scoring_rules(stop_at_answer_close=True))
     assert "stop_at_answer_close was on" in results_markdown(stopped)
@@ -746,6 +749,83 @@ def test_a_model_naming_one_letter_in_most_answers_gets_a_warning_with_the_const
     assert "| constant letter | 30.0 +- 8.0 (E) | 30.0 +- 8.0 (E) | 0.0 |" in warned
     even = results_markdown(_letters_report({"A": 5, "B": 5, "C": 5, "D": 0, "E": 15, "unparsed": 0}))
     assert "## Warnings" not in even  # exactly half is not more than half
+
+
+def _failed_run_records(unparsed: int, n: int = 40) -> list[dict]:
+    """A run whose first `unparsed` completions are empty and the rest wrong (answer B, gold A)."""
+    rows = [{"id": f"q{i}", "answer": "A", "options": ["w", "x", "y", "z"]} for i in range(n)]
+    completions = [Completion("", 0)] * unparsed + [Completion(" B", 1)] * (n - unparsed)
+    return prediction_records(rows, ["p"] * n, completions, "direct")
+
+
+def test_failed_runs_show_wilson_intervals_rates_and_a_warning_instead_of_a_precise_tie():
+    metric = load_accuracy_metric()
+    models = [
+        ModelSpec("sft", "s", "direct", "direct", role="sft"),
+        ModelSpec("ppo", "p", "cot", "r1", role="rl"),
+    ]
+    records = {"sft": _failed_run_records(38), "ppo": _failed_run_records(39)}
+    results = {
+        m: {"medqa": summarise_dataset([r], metric, range(40), n_resamples=50)} for m, r in records.items()
+    }
+    assert results["ppo"]["medqa"]["accuracy_wilson95"] == [0.0, pytest.approx(0.0876, abs=1e-4)]
+    outcomes = {m: {"medqa": [r["correct"] for r in rs]} for m, rs in records.items()}
+    paired = paired_comparisons(models, outcomes, ["medqa"], n_resamples=50)
+    assert (paired[0]["accuracy_a"], paired[0]["accuracy_b"]) == (0.0, 0.0)
+    report = EvalReport(
+        models=[],
+        datasets=[{"label": "medqa"}],
+        generation={},
+        results=results,
+        paired=paired,
+        headline=headline_pair(models),
+    )
+    table = results_markdown(report)
+    assert "| ppo | 0.0 [0.0, 8.8] | 0.0 [0.0, 8.8] | 97.5 |" in table  # not "0.0 +- 0.0"
+    assert "- ppo on medqa: no letter in 97.5% of its answers" in table
+    assert "- sft on medqa: no letter in 95.0% of its answers" in table
+    assert (
+        "| medqa | ppo | sft | 0.0 | 0.0 | 40 | +0.0 | [+0.0, +0.0] | 1 | 0 | 0 | 2.5 / 97.5 | 5.0 / 95.0 |"
+        in table
+    )
+    fine = {**results["sft"]["medqa"], "unparsed_rate": 0.5}
+    assert "## Warnings" not in results_markdown(
+        EvalReport([], [{"label": "medqa"}], {}, {"sft": {"medqa": fine}})
+    )
+
+
+def test_with_option_shifts_the_headline_shows_both_models_mean_over_shifts_accuracy():
+    models = [
+        ModelSpec("sft", "s", "direct", "direct", role="sft"),
+        ModelSpec("ppo", "p", "cot", "r1", role="rl"),
+    ]
+    outcomes = {"sft": {"medqa": [True, False, False, True]}, "ppo": {"medqa": [True, True, True, False]}}
+    results = {
+        "sft": {"medqa": {**_model_entry(0.5, 0.5, 0.0), "accuracy_mean_over_shifts": 0.375}},
+        "ppo": {"medqa": {**_model_entry(0.75, 0.75, 0.0), "accuracy_mean_over_shifts": 0.25}},
+    }
+    paired = paired_comparisons(models, outcomes, ["medqa"], n_resamples=20)
+    report = EvalReport([], [{"label": "medqa"}], {}, results, paired=paired, headline=headline_pair(models))
+    table = results_markdown(report)
+    assert "| A / B mean over shifts (%) |" in table and "| 25.0 / 37.5 |" in table
+
+
+def test_results_md_names_pairs_where_the_interval_and_the_p_value_disagree():
+    # 13 questions, 3 only-A-right and 10 only-B-right: McNemar p = 0.092, the bootstrap interval leaves 0 out.
+    a = [True] * 3 + [False] * 10
+    b = [False] * 3 + [True] * 10
+    models = [
+        ModelSpec("sft", "s", "direct", "direct", role="sft"),
+        ModelSpec("ppo", "p", "cot", "r1", role="rl"),
+    ]
+    (entry,) = paired_comparisons(models, {"ppo": {"medqa": a}, "sft": {"medqa": b}}, ["medqa"])
+    assert entry["mcnemar_p"] == pytest.approx(0.0923, abs=1e-4) and entry["ci95"][1] < 0
+    assert evaluation.interval_and_p_disagree(entry)
+    table = results_markdown(EvalReport([], [{"label": "medqa"}], {}, {}, paired=[entry]))
+    assert "Interval and p-value disagree on: medqa ppo - sft." in table
+    agree = {**entry, "mcnemar_p": 0.01}
+    assert not evaluation.interval_and_p_disagree(agree)
+    assert "disagree on" not in results_markdown(EvalReport([], [{"label": "medqa"}], {}, {}, paired=[agree]))
 
 
 def test_paired_comparisons_read_later_stage_minus_earlier_for_every_pair():

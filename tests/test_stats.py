@@ -101,3 +101,15 @@ def test_paired_interval_resamples_questions_with_one_seeded_draw():
 def test_paired_comparison_needs_the_same_questions():
     with pytest.raises(ValueError, match="same questions"):
         compare_paired([True, False], [True])
+
+
+@pytest.mark.parametrize(("successes", "n"), [(0, 40), (40, 40), (3, 20), (1, 1), (17, 1273)])
+def test_wilson_interval_matches_scipy_and_keeps_a_width_at_zero_and_one(successes, n):
+    from scipy.stats import binomtest
+
+    from medrlvr_trl.stats import wilson_interval
+
+    expected = binomtest(successes, n).proportion_ci(method="wilson")
+    low, high = wilson_interval(successes, n)
+    assert (low, high) == (pytest.approx(expected.low, abs=1e-12), pytest.approx(expected.high, abs=1e-12))
+    assert high - low > 0
