@@ -1352,7 +1352,7 @@ class EvalReport:
 # --- options -------------------------------------------------------------------------------------
 
 DEFAULT_DATASETS = (
-    "medqa=GBaker/MedQA-USMLE-4-options@test",
+    "medqa=bigbio/med_qa:med_qa_en_source@test",  # the paper's set: 1,273 questions, 5 options (as the configs)
     "mmlu_pro_health=TIGER-Lab/MMLU-Pro@test@category=health",
 )
 
@@ -1386,6 +1386,13 @@ class MCQAEvalArguments:
         metadata={"help": "Warn about and skip models whose folder does not exist instead of failing."},
     )
     max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N questions."})
+    skip_invalid_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out dataset rows the loader cannot use (their count and first few go to the log "
+            "and to results.json's datasets entries) instead of stopping at the first."
+        },
+    )
     batch_size: int = field(default=16, metadata={"help": "Prompts per generate() call, per process."})
     max_new_tokens: int = field(default=1024, metadata={"help": "Generation budget in cot mode."})
     direct_max_new_tokens: int = field(

@@ -22,7 +22,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,13 @@ from accelerate import PartialState
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from medrlvr_trl.configs import parse_config  # noqa: E402
-from medrlvr_trl.data import QuestionIndex, load_mcqa, unique_question_indices  # noqa: E402
+from medrlvr_trl.data import (  # noqa: E402
+    QuestionIndex,
+    SkippedRows,
+    load_mcqa,
+    read_mcqa,
+    unique_question_indices,
+)
 from medrlvr_trl.evaluation import (  # noqa: E402
     LOGLIKELIHOOD,
     RANDOM_LABEL,
@@ -90,6 +96,8 @@ class Plan:
     tokenizers: dict[str, Any]
     train: DatasetSpec | None = None
     train_index: QuestionIndex | None = None
+    skipped: dict[str, SkippedRows] = field(default_factory=dict)
+    """Per dataset, the rows `skip_invalid_rows` left out (none without it)."""
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -116,7 +124,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
         )
     kept = {d.label: unique_question_indices(plan.rows[d.label]["question"]) for d in plan.datasets}
     described = (
-        [describe_dataset(d, plan.rows[d.label], kept[d.label], plan.train_index) for d in plan.datasets]
+        [
+            {
+                **describe_dataset(d, plan.rows[d.label], kept[d.label], plan.train_index),
+                "skipped_rows": plan.skipped.get(d.label, SkippedRows()).as_record(),
+            }
+            for d in plan.datasets
+        ]
         if state.is_main_process
         else []
     )
@@ -204,15 +218,21 @@ def make_plan(args: MCQAEvalArguments) -> Plan:
             f"{results_file} already exists; choose another output_dir or pass --overwrite_output_dir true"
         )
     datasets = parse_dataset_specs(args.datasets)
-    rows = {}
+    rows, skipped = {}, {}
     for spec in datasets:
-        loaded = load_mcqa(spec.source, split=spec.split, category=spec.category, limit=args.max_samples)
+        loaded, skipped[spec.label] = read_mcqa(
+            spec.source,
+            split=spec.split,
+            category=spec.category,
+            limit=args.max_samples,
+            skip_invalid_rows=args.skip_invalid_rows,
+        )
         if len(loaded) == 0:
             raise UserError(
                 f"dataset {spec.label!r} ({spec.source}, split {spec.split}) has no rows after filtering"
             )
         rows[spec.label] = loaded
-    train, train_index = load_train_index(args.train_dataset)
+    train, train_index = load_train_index(args.train_dataset, skip_invalid_rows=args.skip_invalid_rows)
     tokenizers = {}
     for spec in models:
         try:
@@ -228,15 +248,20 @@ def make_plan(args: MCQAEvalArguments) -> Plan:
         tokenizers=tokenizers,
         train=train,
         train_index=train_index,
+        skipped=skipped,
     )
 
 
-def load_train_index(entry: str | None) -> tuple[DatasetSpec | None, QuestionIndex | None]:
+def load_train_index(
+    entry: str | None, *, skip_invalid_rows: bool = False
+) -> tuple[DatasetSpec | None, QuestionIndex | None]:
     """The `--train_dataset` spec and an index of its questions (both None when it is unset)."""
     if not entry:
         return None, None
     spec = parse_train_dataset(entry)
-    loaded = load_mcqa(spec.source, split=spec.split, category=spec.category)
+    loaded = load_mcqa(
+        spec.source, split=spec.split, category=spec.category, skip_invalid_rows=skip_invalid_rows
+    )
     logger.info("training set %s: %s, %d questions", spec.label, spec.source, len(loaded))
     return spec, QuestionIndex.of(loaded)
 

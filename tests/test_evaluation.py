@@ -1135,3 +1135,31 @@ def test_the_paper_eval_config_asks_every_question_under_two_option_orders():
         [evaluation.MCQAEvalArguments], ["--config", str(REPO / "recipes/configs/eval.yaml")]
     )
     assert args.option_permutations == 2
+
+
+def test_eval_defaults_to_the_paper_s_five_option_medqa_as_the_configs_do():
+    import yaml
+
+    config = yaml.safe_load((REPO / "recipes/configs/eval.yaml").read_text())
+    medqa = next(d for d in config["datasets"] if d.startswith("medqa="))
+    assert MCQAEvalArguments().datasets[0] == medqa == "medqa=bigbio/med_qa:med_qa_en_source@test"
+
+
+def test_eval_accepts_skip_invalid_rows_and_reports_the_rows_it_left_out(tmp_path, tiny_model_dir):
+    from medrlvr_trl.configs import parse_config
+
+    medqa = write_medqa(tmp_path / "medqa", "test", 4)
+    with (medqa / "test.jsonl").open("a") as handle:  # a fifth row whose gold letter has no option
+        handle.write(
+            json.dumps({"question": "Q?", "options": {"A": "x", "B": "y"}, "answer_idx": "E"}) + "\n"
+        )
+    argv = ["--models", f"base={tiny_model_dir}:direct", "--datasets", f"medqa={medqa}"]
+    argv += ["--output_dir", str(tmp_path / "o")]
+    recipe = load_recipe("eval_mcqa")
+    (strict_args,) = parse_config([MCQAEvalArguments], argv)
+    with pytest.raises(UserError, match="row 5.*--skip_invalid_rows true"):
+        recipe.make_plan(strict_args)
+    (args,) = parse_config([MCQAEvalArguments], [*argv, "--skip_invalid_rows", "true"])
+    plan = recipe.make_plan(args)
+    assert len(plan.rows["medqa"]) == 4
+    assert plan.skipped["medqa"].count == 1 and "row 5" in plan.skipped["medqa"].first[0]
