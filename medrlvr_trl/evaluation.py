@@ -567,6 +567,31 @@ def consistency_rate(records_by_shift: Sequence[Sequence[Mapping[str, Any]]]) ->
     return sum(consistent) / len(consistent)
 
 
+def shift_mean_outcomes(records_by_shift: Sequence[Sequence[Mapping[str, Any]]]) -> list[float]:
+    """Per question, the share of option shifts it was answered right under (strict): the per-question
+    score behind `accuracy_mean_over_shifts`, which a letter prior cannot lift by luck of one order."""
+    return [
+        sum(r["correct"] for r in records) / len(records) for records in zip(*records_by_shift, strict=True)
+    ]
+
+
+def _mean_over_shifts_difference(
+    a: Sequence[float], b: Sequence[float], *, n_resamples: int, seed: int
+) -> dict[str, Any]:
+    """A minus B in mean-over-shifts accuracy with its 95% paired-bootstrap percentile interval (the
+    same question draw as the strict comparison; McNemar needs 0/1 outcomes, so there is no p-value)."""
+    import numpy as np
+
+    from medrlvr_trl.stats import bootstrap_means
+
+    differences = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    low, high = np.percentile(bootstrap_means(differences, n_resamples=n_resamples, seed=seed), [2.5, 97.5])
+    return {
+        "diff_mean_over_shifts": float(differences.mean()),
+        "ci95_mean_over_shifts": [float(low), float(high)],
+    }
+
+
 def permutation_summary(records_by_shift: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
     """Strict accuracy per shift, its mean and the consistency rate (results.json, when K > 1)."""
     import numpy as np
@@ -828,8 +853,13 @@ def paired_comparisons(
     *,
     n_resamples: int = 1000,
     seed: int = 0,
+    shift_outcomes: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
 ) -> list[dict[str, Any]]:
     """Every pair of models on every dataset both were scored on, from strict per-question outcomes.
+
+    `shift_outcomes[model][dataset]` (`shift_mean_outcomes`, with `option_permutations` > 1) adds the
+    difference in mean-over-shifts accuracy and its interval (`diff_mean_over_shifts`,
+    `ci95_mean_over_shifts`).
 
     `outcomes[model][dataset]` lists strict correctness per question in dataset order. A pair reads
     "A minus B" with A the later stage (`ROLE_RANK`: RL, then SFT, then base), else the earlier of
@@ -861,6 +891,16 @@ def paired_comparisons(
                     "only_b_correct": result.b_only,
                 }
             )
+            shifted = shift_outcomes or {}
+            if dataset in shifted.get(a.label, {}) and dataset in shifted.get(b.label, {}):
+                entries[-1].update(
+                    _mean_over_shifts_difference(
+                        shifted[a.label][dataset],
+                        shifted[b.label][dataset],
+                        n_resamples=n_resamples,
+                        seed=seed,
+                    )
+                )
     return entries
 
 
@@ -1072,6 +1112,14 @@ def _shift_means(results: Mapping[str, Mapping[str, Mapping[str, Any]]], entry: 
     return "-" if None in means else " / ".join(_percent(m) for m in means)
 
 
+def _shift_difference(entry: Mapping[str, Any]) -> str:
+    """ "+d [low, high]" in points for the mean-over-shifts difference, "-" without it."""
+    if "diff_mean_over_shifts" not in entry:
+        return "-"
+    low, high = entry["ci95_mean_over_shifts"]
+    return f"{100 * entry['diff_mean_over_shifts']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
 def _paired_table(
     entries: Sequence[Mapping[str, Any]], results: Mapping[str, Mapping[str, Mapping[str, Any]]]
 ) -> list[str]:
@@ -1093,7 +1141,7 @@ def _paired_table(
         "only B right",
         "A valid / unparsed (%)",
         "B valid / unparsed (%)",
-    ] + (["A / B mean over shifts (%)"] if shifts else [])
+    ] + (["A / B mean over shifts (%)", "A - B over shifts (points) [95% CI]"] if shifts else [])
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for e in entries:
         low, high = e["ci95"]
@@ -1111,7 +1159,7 @@ def _paired_table(
             str(e["only_b_correct"]),
             _rates(results, e["model_a"], e["dataset"]),
             _rates(results, e["model_b"], e["dataset"]),
-        ] + ([_shift_means(results, e)] if shifts else [])
+        ] + ([_shift_means(results, e), _shift_difference(e)] if shifts else [])
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

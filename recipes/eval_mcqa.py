@@ -64,6 +64,7 @@ from medrlvr_trl.evaluation import (  # noqa: E402
     resolve_model,
     results_markdown,
     scoring_rules,
+    shift_mean_outcomes,
     summarise_dataset,
     write_predictions,
 )
@@ -140,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     metric = load_accuracy_metric() if state.is_main_process else None
     results: dict[str, dict[str, dict[str, Any]]] = {}
     outcomes: dict[str, dict[str, list[bool]]] = {}
+    shift_outcomes: dict[str, dict[str, list[float]]] = {}
     for spec in plan.models:
         generate = open_generator(spec, plan.tokenizers[spec.label], args, state)
         settings = args.generation_settings(spec.answer_mode, rank=state.process_index)
@@ -161,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 )
                 results.setdefault(spec.label, {})[data.label] = summary
                 outcomes.setdefault(spec.label, {})[data.label] = [r["correct"] for r in records[0]]
+                if len(records) > 1:
+                    shift_outcomes.setdefault(spec.label, {})[data.label] = shift_mean_outcomes(records)
                 logger.info(
                     "%s on %s: accuracy strict %.1f%% +- %.1f, lenient %.1f%%, unparsed %.1f%% "
                     "(n=%d, format-valid %.1f%%)",
@@ -194,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             [d.label for d in plan.datasets],
             n_resamples=args.n_resamples,
             seed=args.bootstrap_seed,
+            shift_outcomes=shift_outcomes,
         )
         write_outputs(out, args, plan, described, results, paired)
     state.wait_for_everyone()

@@ -53,7 +53,7 @@ from medrlvr_trl.evaluation import (
     summarise_dataset,
 )
 from medrlvr_trl.plots import plot_accuracy_bars
-from medrlvr_trl.stats import bootstrap_std
+from medrlvr_trl.stats import bootstrap_means, bootstrap_std
 from medrlvr_trl.user_errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -794,20 +794,35 @@ def test_failed_runs_show_wilson_intervals_rates_and_a_warning_instead_of_a_prec
     )
 
 
-def test_with_option_shifts_the_headline_shows_both_models_mean_over_shifts_accuracy():
+def test_with_option_shifts_the_headline_compares_mean_over_shifts_accuracy_too():
     models = [
         ModelSpec("sft", "s", "direct", "direct", role="sft"),
         ModelSpec("ppo", "p", "cot", "r1", role="rl"),
     ]
     outcomes = {"sft": {"medqa": [True, False, False, True]}, "ppo": {"medqa": [True, True, True, False]}}
+    # ppo right on every question under shift 0 only (a letter prior), sft right under both shifts.
+    shifted = {"sft": {"medqa": [1.0, 0.0, 0.0, 1.0]}, "ppo": {"medqa": [0.5, 0.5, 0.5, 0.0]}}
     results = {
-        "sft": {"medqa": {**_model_entry(0.5, 0.5, 0.0), "accuracy_mean_over_shifts": 0.375}},
-        "ppo": {"medqa": {**_model_entry(0.75, 0.75, 0.0), "accuracy_mean_over_shifts": 0.25}},
+        "sft": {"medqa": {**_model_entry(0.5, 0.5, 0.0), "accuracy_mean_over_shifts": 0.5}},
+        "ppo": {"medqa": {**_model_entry(0.75, 0.75, 0.0), "accuracy_mean_over_shifts": 0.375}},
     }
-    paired = paired_comparisons(models, outcomes, ["medqa"], n_resamples=20)
+    paired = paired_comparisons(models, outcomes, ["medqa"], n_resamples=200, shift_outcomes=shifted)
+    (entry,) = paired
+    assert entry["diff"] == pytest.approx(0.25) and entry["diff_mean_over_shifts"] == pytest.approx(-0.125)
+    differences = np.array([-0.5, 0.5, 0.5, -1.0])
+    expected = np.percentile(bootstrap_means(differences, n_resamples=200, seed=0), [2.5, 97.5])
+    assert entry["ci95_mean_over_shifts"] == pytest.approx(list(expected))
     report = EvalReport([], [{"label": "medqa"}], {}, results, paired=paired, headline=headline_pair(models))
     table = results_markdown(report)
-    assert "| A / B mean over shifts (%) |" in table and "| 25.0 / 37.5 |" in table
+    assert "| A / B mean over shifts (%) | A - B over shifts (points) [95% CI] |" in table
+    assert f"| 37.5 / 50.0 | -12.5 [{100 * expected[0]:+.1f}, {100 * expected[1]:+.1f}] |" in table
+    assert "diff_mean_over_shifts" not in paired_comparisons(models, outcomes, ["medqa"], n_resamples=20)[0]
+
+
+def test_shift_mean_outcomes_are_each_question_s_share_of_shifts_answered_right():
+    shift0 = [{"correct": True}, {"correct": False}]
+    shift1 = [{"correct": True}, {"correct": True}]
+    assert evaluation.shift_mean_outcomes([shift0, shift1]) == [1.0, 0.5]
 
 
 def test_results_md_names_pairs_where_the_interval_and_the_p_value_disagree():
@@ -961,6 +976,11 @@ def test_eval_recipe_writes_results_predictions_and_figure(tmp_path, tiny_model_
         assert {"diff", "ci95", "mcnemar_p"} <= set(entry) and 0.0 <= entry["mcnemar_p"] <= 1.0
         assert entry["ci95"][0] <= entry["diff"] <= entry["ci95"][1]
     assert report["headline"] == ["policy", "sft"]
+    headline = next(e for e in report["paired"] if (e["model_a"], e["model_b"]) == ("policy", "sft"))
+    policy, sft_entry = (report["results"][m]["medqa"] for m in ("policy", "sft"))
+    assert headline["diff_mean_over_shifts"] == pytest.approx(
+        policy["accuracy_mean_over_shifts"] - sft_entry["accuracy_mean_over_shifts"]
+    )
     assert report["scoring"]["accuracy_rule"] == "strict"
     assert report["generation"]["stop_at_answer_close"] is False
     assert (out / "accuracy.png").stat().st_size > 0
