@@ -343,12 +343,13 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         clock.record("eval", started),
     )
 
-    results = json.loads((eval_dir / "results.json").read_text(encoding="utf-8"))["results"]
+    report = json.loads((eval_dir / "results.json").read_text(encoding="utf-8"))
+    results = report["results"]
     summary = build_summary(results, curve, options=options, pretrain=base, seconds=clock.seconds)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     shutil.copyfile(eval_dir / "accuracy.png", out / "accuracy.png")
     plot_ppo_curves(curve, out / "ppo_curves.png")
-    table = comparison_table(results)
+    table = comparison_table(results, report.get("constant_letter"))
     (out / "results.md").write_text(
         table + "\n" + learning_bar_text(summary["learning_bar"]) + "\n", encoding="utf-8"
     )
@@ -481,8 +482,13 @@ def build_summary(
     }
 
 
-def comparison_table(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-    """Markdown: accuracy +- bootstrap std and format-valid rate per model, ID and OOD."""
+def comparison_table(
+    results: Mapping[str, Mapping[str, Mapping[str, float]]],
+    constant_letter: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
+    """Markdown: accuracy +- bootstrap std and format-valid rate per model, ID and OOD; then, given
+    results.json's `constant_letter`, the best score of always naming one letter (a floor above random
+    when gold letters are uneven)."""
     splits = (ID_SPLIT, OOD_SPLIT)
     lines = [
         "| model | " + " | ".join(f"{s} acc (%) | {s} format-valid (%)" for s in splits) + " |",
@@ -499,6 +505,19 @@ def comparison_table(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -
             rate = values.get("format_valid_rate")
             cells.append("-" if rate is None else f"{100 * rate:.1f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if constant_letter:
+        cells = []
+        for split in splits:
+            floor = constant_letter.get(split)
+            cells += (
+                ["-", "-"]
+                if floor is None
+                else [
+                    f"{100 * floor['accuracy']:.1f} +- {100 * floor['accuracy_std']:.1f} ({floor['letter']})",
+                    "-",
+                ]
+            )
+        lines.append("| constant letter | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

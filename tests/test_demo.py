@@ -47,6 +47,13 @@ def test_comparison_table_lists_chance_first_and_marks_missing_splits():
     assert "60.0 +- 2.0" in rows[2] and rows[2].rstrip(" |").endswith("-")  # no OOD entry -> "-"
 
 
+def test_comparison_table_ends_with_the_constant_letter_floor_of_each_split():
+    constant = {"medqa": {"letter": "A", "accuracy": 0.277, "accuracy_std": 0.0125, "n": 1273}}
+    rows = comparison_table(_results(ppo=0.6, base_cot=0.15), constant).splitlines()[2:]
+    assert rows[-1].startswith("| constant letter | 27.7 +- 1.2 (A) | - | - | - |")
+    assert "constant letter" not in comparison_table(_results(ppo=0.6, base_cot=0.15))
+
+
 def test_pretrain_config_rejects_unknown_option_naming_the_file(tmp_path):
     config = tmp_path / "pretrain.yaml"
     config.write_text("steps: 10\nhidden: 64\n")
