@@ -276,12 +276,14 @@ def _smoke_target_writing(path: str) -> str | None:
 
 def model_role(label: str, info: Mapping[str, Any] | None) -> str:
     """`sft`, `rl` or `base`: from run_info.json's `kind` (written by the SFT, PPO, GRPO and RLOO
-    recipes), else from the label's words ("sft", "ppo", "grpo", "rloo", "rl", "rlvr"), else base."""
+    recipes), else from the label's words ("ppo", "grpo", "rloo", "rl", "rlvr", then "sft"), else base.
+
+    An RL word wins over "sft": `ppo_from_sft` is an RL run started from the SFT model."""
     kind = str((info or {}).get("kind") or "").lower()
     words = {kind} if kind in RL_WORDS | {"sft"} else set(re.split(r"[^a-z0-9]+", label.lower()))
-    if "sft" in words:
-        return "sft"
-    return "rl" if words & RL_WORDS else "base"
+    if words & RL_WORDS:
+        return "rl"
+    return "sft" if "sft" in words else "base"
 
 
 def resolve_model(label: str, path: str, mode: str | None, template: str | None) -> ModelSpec:

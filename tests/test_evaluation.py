@@ -138,6 +138,9 @@ def test_run_info_of_a_trained_model_sets_its_answer_mode_and_template(tmp_path,
         ("candidate", {"kind": "sft", "answer_mode": "direct"}, "sft"),
         ("ppo", {"answer_mode": "cot"}, "rl"),  # no kind recorded: the label decides
         ("dropout", None, "base"),  # "ppo" inside a word is not the word ppo
+        ("ppo_from_sft", None, "rl"),  # an RL run started from the SFT model
+        ("sft-then-grpo", None, "rl"),
+        ("ppo_from_sft", {"kind": "sft"}, "sft"),  # run_info's kind still decides
     ],
 )
 def test_model_role_comes_from_run_info_kind_else_from_the_label_s_words(label, info, role):
