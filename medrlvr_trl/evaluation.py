@@ -978,11 +978,11 @@ def scoring_rules(*, stop_at_answer_close: bool) -> dict[str, str]:
         "uneven); +- sqrt(p(1-p)/n)",
         "majority_letter": f"a model naming one letter in more than {MAJORITY_LETTER_SHARE:.0%} of its answers: "
         "its accuracy may be a letter prior; compare it with the constant-letter row and the option shifts",
-        "interval_vs_p": "When the interval and the McNemar p-value disagree (the interval leaves 0 out "
-        "while p >= 0.05, or the reverse), trust the p-value: the percentile bootstrap interval is too "
-        "narrow with few questions or few discordant ones (only A right + only B right), while the exact "
-        "McNemar test is exact at any n; read such a difference as not shown, and look at the discordant "
-        "counts",
+        "interval_vs_p": "When the interval and the McNemar p-value disagree, trust the p-value: the "
+        "percentile bootstrap interval is too narrow with few questions or few discordant ones (only A "
+        "right + only B right), while the exact McNemar test holds at any n. An interval that leaves 0 out "
+        "with p >= 0.05 is a difference not shown; an interval that holds 0 with p < 0.05 is a difference "
+        "shown, whose size the interval bounds only roughly; look at the discordant counts",
         "wilson": "at accuracy 0 or 1 the bootstrap std is 0, so the cell shows the 95% Wilson interval "
         "[low, high] instead",
         "paired": "A minus B on the same questions (strict): 95% paired-bootstrap percentile interval, "
