@@ -832,16 +832,29 @@ def random_summary(rows: Any, kept: Sequence[int]) -> dict[str, Any]:
     return {**random_guess(rows), "accuracy_dedup": random_guess(subset)["accuracy"], "n_dedup": len(kept)}
 
 
+def questions_sha256(rows: Any) -> str:
+    """SHA-256 of the loaded questions (id, question, options, gold letter, in order), so two results
+    can be checked to be on the same questions when a Hub source changes under the same name."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for fields in zip(rows["id"], rows["question"], rows["options"], rows["answer"], strict=True):
+        digest.update((json.dumps(list(fields), ensure_ascii=False) + "\n").encode("utf-8"))
+    return digest.hexdigest()
+
+
 def describe_dataset(
     spec: DatasetSpec, rows: Any, kept: Sequence[int], train: QuestionIndex | None = None
 ) -> dict[str, Any]:
     """The `datasets` entry of results.json: the spec, its size with and without within-set
-    duplicates, its gold letters and, given a training-set index, its overlap with it."""
+    duplicates, its gold letters, a hash of its questions and, given a training-set index, its overlap
+    with it."""
     entry = {
         **asdict(spec),
         "n": len(rows),
         "n_dedup": len(kept),
         "gold_letter_distribution": gold_letter_distribution(rows),
+        "questions_sha256": questions_sha256(rows),
     }
     if train is not None:
         entry["contamination"] = question_overlap(train, rows, names=("training set", spec.label)).as_record()

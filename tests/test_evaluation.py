@@ -573,6 +573,24 @@ def test_dataset_entries_hold_gold_letters_sizes_and_the_overlap_with_the_traini
     assert "contamination" not in describe_dataset(spec, rows, [0, 1])
 
 
+def test_dataset_entries_hash_the_loaded_questions_so_two_results_can_be_matched():
+    from medrlvr_trl.data import load_mcqa
+
+    spec = parse_dataset_specs("medqa=data/demo/medqa")[0]
+    rows = load_mcqa(str(REPO / "data/demo/medqa"), split="test")
+    first = describe_dataset(spec, rows, [0])["questions_sha256"]
+    assert (
+        first
+        == describe_dataset(spec, load_mcqa(str(REPO / "data/demo/medqa"), split="test"), [0])[
+            "questions_sha256"
+        ]
+    )
+    assert len(first) == 64
+    changed = rows.map(lambda row, i: {"options": row["options"][::-1]} if i == 3 else {}, with_indices=True)
+    assert describe_dataset(spec, changed, [0])["questions_sha256"] != first  # one reordered option list
+    assert describe_dataset(spec, rows.select(range(len(rows) - 1)), [0])["questions_sha256"] != first
+
+
 def test_the_training_set_entry_defaults_to_the_train_split():
     spec = parse_train_dataset("medqa_train=data/demo/medqa")
     assert (spec.label, spec.source, spec.split) == ("medqa_train", "data/demo/medqa", "train")
