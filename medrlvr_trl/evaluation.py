@@ -67,7 +67,7 @@ from medrlvr_trl.rewards import (
     extract_letter,
     verify,
 )
-from medrlvr_trl.rewards.verifier import names_lettered_option
+from medrlvr_trl.rewards.verifier import FORMAT_MODES, names_lettered_option
 from medrlvr_trl.run_info import RUN_INFO_FILE, read_run_info
 from medrlvr_trl.run_logs import write_jsonl
 from medrlvr_trl.user_errors import UserError
@@ -110,6 +110,8 @@ class ModelSpec:
     prompt_template: str
     role: str = "base"
     """`base`, `sft` or `rl` (`model_role`): orders paired comparisons and picks the headline pair."""
+    verifier_mode: str = "paper"
+    """The strict rule's format mode in cot mode: the one the model was trained with (`run_verifier_mode`)."""
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,22 @@ def model_role(label: str, info: Mapping[str, Any] | None) -> str:
     return "sft" if "sft" in words else "base"
 
 
+_REWARD_MODE_RE = re.compile(r"verifier mode=(\w+)")
+
+
+def run_verifier_mode(info: Mapping[str, Any] | None) -> str:
+    """The verifier format mode a run was trained with, from its run_info.json: `verifier_mode`, else
+    the "verifier mode=..." of its `reward` line (older runs), else the paper's ("paper")."""
+    info = info or {}
+    mode = info.get("verifier_mode")
+    if mode is None:
+        match = _REWARD_MODE_RE.search(str(info.get("reward") or ""))
+        mode = match[1] if match else "paper"
+    if mode not in FORMAT_MODES:
+        raise UserError(f"run_info.json: verifier mode {mode!r} is not one of {sorted(FORMAT_MODES)}")
+    return mode
+
+
 def resolve_model(label: str, path: str, mode: str | None, template: str | None) -> ModelSpec:
     """Check the model exists and fill in its answer mode, template and role.
 
@@ -307,7 +325,17 @@ def resolve_model(label: str, path: str, mode: str | None, template: str | None)
     template = template or DEFAULT_TEMPLATE[mode]
     get_template(template)
     role = model_role(label, info)
-    return ModelSpec(label=label, path=path, answer_mode=mode, prompt_template=template, role=role)
+    verifier_mode = run_verifier_mode(info)
+    if verifier_mode != "paper":
+        logger.info("model %s: strict rule with verifier mode %s, as it was trained", label, verifier_mode)
+    return ModelSpec(
+        label=label,
+        path=path,
+        answer_mode=mode,
+        prompt_template=template,
+        role=role,
+        verifier_mode=verifier_mode,
+    )
 
 
 # --- scoring -------------------------------------------------------------------------------------
@@ -335,14 +363,16 @@ def score_completion(
     values: RewardValues = RewardValues(),  # noqa: B008 (frozen, so one shared default is safe)
     *,
     options: Sequence[str] | None = None,
+    verifier_mode: str = "paper",
 ) -> Verdict:
     """Score one completion under the strict rule; `format_ok` means "a letter could be read" in
     direct mode. A loglikelihood-mode "completion" is the chosen letter, read as a direct answer.
 
     `options`, the question's option texts, let an answer like "E. coli" be told from letter E.
+    `verifier_mode` is the format mode the model was trained with (`ModelSpec.verifier_mode`, cot only).
     """
     if answer_mode == "cot":
-        return verify(completion, answer, num_options, mode="paper", values=values, options=options)
+        return verify(completion, answer, num_options, mode=verifier_mode, values=values, options=options)
     if answer_mode not in ("direct", LOGLIKELIHOOD):
         raise ValueError(f"answer mode {answer_mode!r} is not one of {list(ANSWER_MODES)}")
     verify("", answer, num_options, options=options)  # validates the gold answer the same way cot mode does
@@ -541,6 +571,7 @@ def predict_permutations(
             completions[s * n : (s + 1) * n],
             spec.answer_mode,
             shift=s,
+            verifier_mode=spec.verifier_mode,
         )
         for s, questions in enumerate(shifted)
     ]
@@ -616,6 +647,7 @@ def prediction_records(
     answer_mode: str,
     *,
     shift: int = 0,
+    verifier_mode: str = "paper",
 ) -> list[dict[str, Any]]:
     """One JSON-ready record per question: inputs, completion, and the letter under each rule.
 
@@ -623,13 +655,18 @@ def prediction_records(
     rewards); `letter_lenient`, `correct_lenient` and `lenient_source` the lenient rule's. `rows`
     hold the options in the order prompted; `shift` says which cyclic shift that is (`shift_options`).
     In loglikelihood mode both rules take the most likely letter (`lenient_source` "loglikelihood")
-    and `loglikelihoods` holds every letter's score.
+    and `loglikelihoods` holds every letter's score. `verifier_mode`: the strict rule's format mode.
     """
     records = []
     for row, prompt, completion in zip(rows, prompts, completions, strict=True):
         num_options = len(row["options"])
         verdict = score_completion(
-            completion.text, row["answer"], num_options, answer_mode, options=row["options"]
+            completion.text,
+            row["answer"],
+            num_options,
+            answer_mode,
+            options=row["options"],
+            verifier_mode=verifier_mode,
         )
         if completion.loglikelihoods is None:
             lenient, source = lenient_letter(
@@ -953,7 +990,8 @@ def write_predictions(
 
 
 _STRICT_TEXT = (
-    "cot: the training verifier (format mode 'paper') on the whole completion, generated to EOS (or "
+    "cot: the training verifier (format mode 'paper', or the mode in the model's run_info.json, "
+    "models[*].verifier_mode) on the whole completion, generated to EOS (or "
     "max_new_tokens), so only whitespace may follow </answer>; direct: the <answer> section if any, "
     "else the first line, read with the verifier's letter rules; loglikelihood: the option letter "
     "with the largest log-likelihood as the next token after the prompt, as lm-evaluation-harness "

@@ -127,6 +127,39 @@ def test_run_info_of_a_trained_model_sets_its_answer_mode_and_template(tmp_path,
     assert (plain.answer_mode, plain.prompt_template) == ("direct", "direct")
 
 
+def test_a_run_trained_with_the_strict_verifier_is_scored_with_it(tmp_path, tiny_model_dir):
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "ppo")
+    reward = "verifier mode=strict {'format_error': -1.0, 'wrong': 0.0, 'correct': 1.0}"
+    (folder / "run_info.json").write_text(json.dumps({"kind": "ppo", "answer_mode": "cot", "reward": reward}))
+    spec = resolve_model("ppo", str(folder), None, None)
+    assert spec.verifier_mode == "strict"
+    assert resolve_model("base", str(tiny_model_dir), "cot", None).verifier_mode == "paper"
+    rows = [{"id": "q1", "question": "Q?", "answer": "B", "options": ["w", "x", "y", "z"]}]
+    prefixed = [Completion("Reasoning first. <think>r</think><answer>B</answer>", 9)]  # paper passes it
+    (strict,) = predict_permutations(rows, spec, 1, lambda prompts: prefixed)[0]
+    (paper,) = predict_permutations(rows, ModelSpec("b", "p", "cot", "r1"), 1, lambda prompts: prefixed)[0]
+    assert (strict["format_ok"], strict["correct"], strict["reward"]) == (False, False, -1.0)
+    assert (paper["format_ok"], paper["correct"]) == (True, True)
+
+
+@pytest.mark.parametrize(
+    ("info", "mode"),
+    [
+        (None, "paper"),
+        ({"reward": "verifier mode=paper {}"}, "paper"),
+        ({"reward": "verifier mode=strict {}; terms {}"}, "strict"),
+        ({"verifier_mode": "strict", "reward": "verifier mode=paper"}, "strict"),
+    ],
+)
+def test_run_verifier_mode_reads_the_key_else_the_reward_line_else_paper(info, mode):
+    assert evaluation.run_verifier_mode(info) == mode
+
+
+def test_an_unknown_verifier_mode_in_run_info_is_a_user_error():
+    with pytest.raises(UserError, match="verifier mode 'loose'"):
+        evaluation.run_verifier_mode({"verifier_mode": "loose"})
+
+
 @pytest.mark.parametrize(
     ("label", "info", "role"),
     [
