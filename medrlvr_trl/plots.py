@@ -28,6 +28,7 @@ def plot_accuracy_bars(
 ) -> Path:
     """Draw `results[model][dataset] = {"accuracy": a, "accuracy_std": s}` (fractions) as percent bars.
 
+    Error bars: `bar_errors` (the std, or the Wilson interval at accuracy 0 or 1).
     Models are bars within each dataset group (in `model_order`, else insertion order); a missing
     (model, dataset) pair leaves a gap; `baseline_label` (the random-guess bar) is drawn in grey.
     `headline`, paired entries (`model_a`, `model_b`, `dataset`, `diff`, `ci95`, `mcnemar_p`; one
@@ -58,11 +59,11 @@ def plot_accuracy_bars(
     cmap = plt.get_cmap("tab10")
     for index, model in enumerate(models):
         means = [100 * results[model].get(d, {}).get("accuracy", np.nan) for d in datasets]
-        stds = [100 * results[model].get(d, {}).get("accuracy_std", 0.0) for d in datasets]
+        below, above = zip(*(bar_errors(results[model].get(d, {})) for d in datasets), strict=True)
         color = "0.7" if model == baseline_label else cmap(index % 10)
         offsets = centers - 0.4 + width * (index + 0.5)
-        bars = ax.bar(offsets, means, width, yerr=stds, capsize=3, label=model, color=color)
-        for bar, mean, std in zip(bars, means, stds, strict=True):
+        bars = ax.bar(offsets, means, width, yerr=[below, above], capsize=3, label=model, color=color)
+        for bar, mean, std in zip(bars, means, above, strict=True):
             if not np.isnan(mean):  # label above the error bar, so the two never overlap
                 ax.annotate(
                     f"{mean:.1f}",
@@ -87,6 +88,17 @@ def plot_accuracy_bars(
     plt.close(fig)
     logger.info("wrote accuracy figure to %s", out)
     return out
+
+
+def bar_errors(entry: Mapping[str, Any]) -> tuple[float, float]:
+    """The error bar below and above one accuracy bar (points): the bootstrap std, or at accuracy 0 or
+    1, where that std is 0 and a failed run would look exact, the 95% Wilson interval
+    (`accuracy_wilson95`)."""
+    accuracy, wilson = entry.get("accuracy"), entry.get("accuracy_wilson95")
+    if wilson is not None and accuracy in (0.0, 1.0):
+        return max(0.0, 100 * (accuracy - wilson[0])), max(0.0, 100 * (wilson[1] - accuracy))
+    std = 100 * entry.get("accuracy_std", 0.0)
+    return std, std
 
 
 def _draw_headline(ax: Any, entries: Sequence[Mapping[str, Any]]) -> None:

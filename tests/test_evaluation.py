@@ -700,6 +700,17 @@ def test_accuracy_figure_is_written_as_a_png(tmp_path):
     assert path.stat().st_size > 5_000
 
 
+def test_accuracy_bars_of_a_failed_run_get_the_wilson_interval_not_a_zero_width_bar():
+    from medrlvr_trl.plots import bar_errors
+
+    failed = {"accuracy": 0.0, "accuracy_std": 0.0, "accuracy_wilson95": [0.0, 0.0876]}
+    assert bar_errors(failed) == (0.0, pytest.approx(8.76))
+    perfect = {"accuracy": 1.0, "accuracy_std": 0.0, "accuracy_wilson95": [0.9124, 1.0]}
+    assert bar_errors(perfect) == (pytest.approx(8.76), 0.0)
+    assert bar_errors({"accuracy": 0.5, "accuracy_std": 0.02, "accuracy_wilson95": [0.3, 0.7]}) == (2.0, 2.0)
+    assert bar_errors({"accuracy": 0.2, "accuracy_std": 0.01}) == (1.0, 1.0)  # random row: its analytic std
+
+
 def test_accuracy_figure_adds_a_headline_panel_only_when_given_one(tmp_path):
     import matplotlib.image
 

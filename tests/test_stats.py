@@ -113,3 +113,4 @@ def test_wilson_interval_matches_scipy_and_keeps_a_width_at_zero_and_one(success
     low, high = wilson_interval(successes, n)
     assert (low, high) == (pytest.approx(expected.low, abs=1e-12), pytest.approx(expected.high, abs=1e-12))
     assert high - low > 0
+    assert (successes > 0 or low == 0.0) and (successes < n or high == 1.0)  # exact at the ends
