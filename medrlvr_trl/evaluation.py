@@ -1058,7 +1058,7 @@ def chart_title(*, stop_at_answer_close: bool) -> str:
     generated = "stopped at </answer>" if stop_at_answer_close else "generated to EOS"
     return (
         f"Accuracy, {ACCURACY_RULE} rule (cot: training verifier, {generated}); "
-        "error bars: bootstrap std, random: analytic"
+        "error bars: bootstrap std (at 0 or 100%: 95% Wilson interval), random: analytic"
     )
 
 

@@ -77,7 +77,7 @@ def plot_accuracy_bars(
     ax.set_xticks(centers, datasets)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(title)
+    _figure_title(fig, title)
     # Below the axes, so no bar (accuracy can reach 100%) is ever hidden behind it.
     ax.legend(fontsize=8, ncols=min(len(models), 4), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     fig.tight_layout()
@@ -88,6 +88,19 @@ def plot_accuracy_bars(
     plt.close(fig)
     logger.info("wrote accuracy figure to %s", out)
     return out
+
+
+TITLE_FONT_SIZE = 10
+
+
+def _figure_title(fig: Any, title: str) -> None:
+    """The title over the whole figure, wrapped to its width: over one axis, a long title ran past a
+    narrow chart (one dataset, few models) and over the headline panel."""
+    import textwrap
+
+    width_inches = fig.get_size_inches()[0]
+    chars = max(20, int(width_inches * 72 / (0.6 * TITLE_FONT_SIZE)))  # a character is about 0.6 em wide
+    fig.suptitle("\n".join(textwrap.wrap(title, chars)), fontsize=TITLE_FONT_SIZE)
 
 
 def bar_errors(entry: Mapping[str, Any]) -> tuple[float, float]:

@@ -730,6 +730,26 @@ def test_accuracy_figure_adds_a_headline_panel_only_when_given_one(tmp_path):
     assert matplotlib.image.imread(with_panel).shape[1] > matplotlib.image.imread(plain).shape[1]
 
 
+@pytest.mark.parametrize("with_panel", [False, True])
+def test_a_long_chart_title_stays_inside_a_narrow_figure(tmp_path, monkeypatch, with_panel):
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to measure it
+    results = {"sft": {"medqa": {"accuracy": 0.5, "accuracy_std": 0.01}}, "ppo": {"medqa": {"accuracy": 0.6}}}
+    headline = [{"model_a": "ppo", "model_b": "sft", "dataset": "medqa", "diff": 0.1, "ci95": [0.0, 0.2],
+                 "mcnemar_p": 0.2}]  # fmt: skip
+    title = evaluation.chart_title(stop_at_answer_close=True)
+    plot_accuracy_bars(results, tmp_path / "a.png", title=title, headline=headline if with_panel else ())
+    (fig,) = figures
+    texts = [fig._suptitle, *(ax.title for ax in fig.axes)]
+    (shown,) = [t for t in texts if t is not None and " ".join(t.get_text().split()) == title]
+    box = shown.get_window_extent(fig.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+    monkeypatch.undo()
+    plt.close(fig)
+
+
 def _model_entry(accuracy: float, lenient: float, unparsed: float) -> dict[str, float]:
     return {
         "accuracy": accuracy,
