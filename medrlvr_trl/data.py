@@ -63,9 +63,12 @@ def load_mcqa(
     category: str | None = None,
     limit: int | None = None,
     skip_invalid_rows: bool = False,
+    revision: str | None = None,
 ) -> datasets.Dataset:
     """Read one split of a multiple-choice source and return it in the shared schema (`read_mcqa`)."""
-    return read_mcqa(source, split, category=category, limit=limit, skip_invalid_rows=skip_invalid_rows)[0]
+    return read_mcqa(
+        source, split, category=category, limit=limit, skip_invalid_rows=skip_invalid_rows, revision=revision
+    )[0]
 
 
 def read_mcqa(
@@ -75,6 +78,7 @@ def read_mcqa(
     category: str | None = None,
     limit: int | None = None,
     skip_invalid_rows: bool = False,
+    revision: str | None = None,
 ) -> tuple[datasets.Dataset, SkippedRows]:
     """Read one split of a multiple-choice source: the rows in the shared schema, and those skipped.
 
@@ -90,7 +94,7 @@ def read_mcqa(
     """
     if limit is not None and limit < 1:
         raise UserError(f"limit must be a positive number of rows or None, got {limit!r}")
-    origin, name, rows = _read_source(source, split)
+    origin, name, rows = _read_source(source, split, revision)
     if not rows:
         raise DataSourceError(f"{origin} holds no rows; check the path and split")
     if category is not None:
@@ -131,9 +135,14 @@ def read_mcqa(
 # --- reading rows --------------------------------------------------------------------------------
 
 
-def _read_source(source: str, split: str) -> tuple[str, str, list[tuple[int, Any]]]:
-    """Return (origin for messages, short source name, numbered rows) for a path or a Hub id."""
+def _read_source(
+    source: str, split: str, revision: str | None = None
+) -> tuple[str, str, list[tuple[int, Any]]]:
+    """Return (origin for messages, short source name, numbered rows) for a path or a Hub id
+    (`revision`: a Hub commit, branch or tag; Hub ids only)."""
     path = Path(source).expanduser()
+    if revision is not None and path.exists():
+        raise UserError(f"data source {source!r} is a local path; a revision applies to Hub datasets only")
     if path.is_dir():
         file = _split_file(path, split)
         return str(file), path.name, _read_file(file)
@@ -147,7 +156,7 @@ def _read_source(source: str, split: str) -> tuple[str, str, list[tuple[int, Any
         raise MissingDataFileError(
             f"data file {source!r} does not exist; check the path (relative to {Path.cwd()})"
         )
-    return _read_hub(source, split)
+    return _read_hub(source, split, revision)
 
 
 def _split_file(folder: Path, split: str) -> Path:
@@ -193,9 +202,9 @@ def _read_file(path: Path) -> list[tuple[int, Any]]:
     return rows
 
 
-def _read_hub(source: str, split: str) -> tuple[str, str, list[tuple[int, Any]]]:
+def _read_hub(source: str, split: str, revision: str | None = None) -> tuple[str, str, list[tuple[int, Any]]]:
     repo, _, config = source.partition(":")
-    origin = f"Hub dataset {source!r} (split {split!r})"
+    origin = f"Hub dataset {source!r} (split {split!r}" + (f", revision {revision!r})" if revision else ")")
     hint = _LOCAL_HINT.format(split=split)
     offline_env = any(
         os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
@@ -206,7 +215,7 @@ def _read_hub(source: str, split: str) -> tuple[str, str, list[tuple[int, Any]]]
     if offline_env and not datasets.config.HF_HUB_OFFLINE:
         raise DataSourceError(f"cannot load {origin}: the Hub is offline (HF_HUB_OFFLINE is set); {hint}")
     try:
-        dataset = _load_hub_split(repo, config, split)
+        dataset = _load_hub_split(repo, config, split, revision)
     except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: script datasets (datasets >= 4)
         reason = (
             "the Hub is unreachable (HF_HUB_OFFLINE is set, or no connection)"
@@ -221,18 +230,22 @@ PARQUET_EXPORT = "refs/convert/parquet"
 """The Hub's own parquet conversion of a dataset, one folder per config (`config/split/*.parquet`)."""
 
 
-def _load_hub_split(repo: str, config: str, split: str) -> datasets.Dataset:
+def _load_hub_split(repo: str, config: str, split: str, revision: str | None = None) -> datasets.Dataset:
     """One split of a Hub dataset. A dataset published as a loading script (bigbio's `med_qa`), which
-    `datasets` >= 4 no longer runs, is read from the Hub's parquet export of the named config instead."""
+    `datasets` >= 4 no longer runs, is read from the Hub's parquet export of the named config instead.
+
+    `revision` pins the commit read (for a script dataset: a commit of its parquet export, which the
+    Hub's converter rewrites), so two runs read the same questions."""
+    pinned = {} if revision is None else {"revision": revision}
     try:
-        return datasets.load_dataset(repo, config or None, split=split)
+        return datasets.load_dataset(repo, config or None, split=split, **pinned)
     except RuntimeError as err:
         if not config or "scripts are no longer supported" not in str(err):
             raise
     logger.info(
         "%s is a loading script; reading config %s from its parquet export (%s)", repo, config, PARQUET_EXPORT
     )
-    return datasets.load_dataset(repo, data_dir=config, split=split, revision=PARQUET_EXPORT)
+    return datasets.load_dataset(repo, data_dir=config, split=split, revision=revision or PARQUET_EXPORT)
 
 
 def _filter_category(rows: list[tuple[int, Any]], category: str, origin: str) -> list[tuple[int, Any]]:

@@ -122,6 +122,8 @@ class DatasetSpec:
     source: str
     split: str = "test"
     category: str | None = None
+    revision: str | None = None
+    """A Hub commit, branch or tag to read (`@revision=...`); None: the newest."""
 
 
 def _split_items(items: Sequence[str] | str) -> list[str]:
@@ -177,22 +179,25 @@ def parse_model_specs(items: Sequence[str] | str) -> list[tuple[str, str, str | 
 
 
 _DATASET_SYNTAX = (
-    "LABEL=SOURCE[@SPLIT][@category=NAME], e.g. mmlu_pro_health=TIGER-Lab/MMLU-Pro@test@category=health"
+    "LABEL=SOURCE[@SPLIT][@category=NAME][@revision=COMMIT], e.g. "
+    "mmlu_pro_health=TIGER-Lab/MMLU-Pro@test@category=health"
 )
 
 
 def _parse_dataset_entry(item: str, option: str, default_split: str) -> DatasetSpec:
     label, value = _label_and_value(item, option, _DATASET_SYNTAX)
     source, *extras = value.split("@")
-    split, category = default_split, None
+    split, category, revision = default_split, None, None
     for extra in extras:
         if extra.startswith("category="):
             category = extra.removeprefix("category=") or None
+        elif extra.startswith("revision="):
+            revision = extra.removeprefix("revision=") or None
         elif extra and "=" not in extra:
             split = extra
         else:
             raise UserError(f"{option} entry {item!r}: cannot read {extra!r}; expected {_DATASET_SYNTAX}")
-    return DatasetSpec(label=label, source=source, split=split, category=category)
+    return DatasetSpec(label=label, source=source, split=split, category=category, revision=revision)
 
 
 def parse_dataset_specs(items: Sequence[str] | str) -> list[DatasetSpec]:

@@ -231,6 +231,7 @@ def make_plan(args: MCQAEvalArguments) -> Plan:
             category=spec.category,
             limit=args.max_samples,
             skip_invalid_rows=args.skip_invalid_rows,
+            revision=spec.revision,
         )
         if len(loaded) == 0:
             raise UserError(
@@ -265,7 +266,11 @@ def load_train_index(
         return None, None
     spec = parse_train_dataset(entry)
     loaded = load_mcqa(
-        spec.source, split=spec.split, category=spec.category, skip_invalid_rows=skip_invalid_rows
+        spec.source,
+        split=spec.split,
+        category=spec.category,
+        skip_invalid_rows=skip_invalid_rows,
+        revision=spec.revision,
     )
     logger.info("training set %s: %s, %d questions", spec.label, spec.source, len(loaded))
     return spec, QuestionIndex.of(loaded)

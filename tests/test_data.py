@@ -452,6 +452,34 @@ def test_a_script_dataset_is_read_from_the_hub_s_parquet_export_of_its_config(mo
     assert (ds[0]["answer"], ds[0]["options"]) == ("A", ["a", "b"])
 
 
+def test_a_pinned_revision_is_read_from_the_hub_and_replaces_the_moving_parquet_export(monkeypatch):
+    """refs/convert/parquet is rewritten by the Hub's converter; a pinned commit reads the same rows."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    calls = []
+
+    def fake_load_dataset(repo, config=None, *, split, data_dir=None, revision=None):
+        calls.append((repo, config, data_dir, revision, split))
+        if data_dir is None and repo == "bigbio/med_qa":
+            raise RuntimeError("Dataset scripts are no longer supported, but found med_qa.py")
+        return _bigbio_source_rows(answer="A")
+
+    monkeypatch.setattr(data.datasets, "load_dataset", fake_load_dataset)
+    load_mcqa("bigbio/med_qa:med_qa_en_source", "test", revision="0123abc")
+    load_mcqa("GBaker/MedQA-USMLE-4-options", "test", revision="4567def")
+    assert calls == [
+        ("bigbio/med_qa", "med_qa_en_source", None, "0123abc", "test"),
+        ("bigbio/med_qa", None, "med_qa_en_source", "0123abc", "test"),
+        ("GBaker/MedQA-USMLE-4-options", None, None, "4567def", "test"),
+    ]
+
+
+def test_a_revision_on_a_local_path_is_a_user_error(tmp_path):
+    (tmp_path / "test.jsonl").write_text("")
+    with pytest.raises(data.UserError, match="local path; a revision applies to Hub datasets only"):
+        load_mcqa(str(tmp_path), "test", revision="0123abc")
+
+
 def test_a_script_dataset_without_a_parquet_export_is_one_clear_error(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)

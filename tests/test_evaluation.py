@@ -115,6 +115,13 @@ def test_dataset_entries_carry_split_category_and_hub_config():
     assert (medqa.source, medqa.split, medqa.category) == ("data/demo/medqa", "test", None)
     assert (mmlu.source, mmlu.split, mmlu.category) == ("TIGER-Lab/MMLU-Pro", "test", "health")
     assert (bigbio.source, bigbio.split) == ("bigbio/med_qa:med_qa_en_source", "validation")
+    assert medqa.revision is None
+    (pinned,) = parse_dataset_specs("medqa=bigbio/med_qa:med_qa_en_source@test@revision=0123abc")
+    assert (pinned.source, pinned.split, pinned.revision) == (
+        "bigbio/med_qa:med_qa_en_source",
+        "test",
+        "0123abc",
+    )
 
 
 def test_run_info_of_a_trained_model_sets_its_answer_mode_and_template(tmp_path, tiny_model_dir):
