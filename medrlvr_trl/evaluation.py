@@ -1032,8 +1032,9 @@ def scoring_rules(*, stop_at_answer_close: bool) -> dict[str, str]:
         "constant_letter": "always naming the dataset's most frequent gold letter (in brackets): what a "
         "letter prior scores with no knowledge, the floor to beat (random is lower when gold letters are "
         "uneven); +- sqrt(p(1-p)/n)",
-        "majority_letter": f"a model naming one letter in more than {MAJORITY_LETTER_SHARE:.0%} of its answers: "
-        "its accuracy may be a letter prior; compare it with the constant-letter row and the option shifts",
+        "majority_letter": f"a model naming one letter in more than {MAJORITY_LETTER_SHARE:.0%} of its "
+        "answers: its accuracy may be a letter prior; compare it with the constant-letter row and the "
+        "option shifts",
         "interval_vs_p": "When the interval and the McNemar p-value disagree, trust the p-value: the "
         "percentile bootstrap interval is too narrow with few questions or few discordant ones (only A "
         "right + only B right), while the exact McNemar test holds at any n. An interval that leaves 0 out "
@@ -1072,7 +1073,8 @@ def _percent(value: float, std: float | None = None) -> str:
 
 
 def _accuracy_cell(accuracy: float, std: float, wilson: Sequence[float] | None) -> str:
-    """ "a +- std", or at accuracy 0 or 1 (where the bootstrap std is 0) "a [low, high]", the Wilson interval."""
+    """ "a +- std", or at accuracy 0 or 1 (where the bootstrap std is 0) "a [low, high]", the Wilson
+    interval."""
     if wilson is not None and accuracy in (0.0, 1.0):
         return f"{_percent(accuracy)} [{_percent(wilson[0])}, {_percent(wilson[1])}]"
     return _percent(accuracy, std)
@@ -1458,7 +1460,8 @@ class EvalReport:
 # --- options -------------------------------------------------------------------------------------
 
 DEFAULT_DATASETS = (
-    "medqa=bigbio/med_qa:med_qa_en_source@test",  # the paper's set: 1,273 questions, 5 options (as the configs)
+    # The paper's set, as every config: 1,273 questions, 5 options.
+    "medqa=bigbio/med_qa:med_qa_en_source@test",
     "mmlu_pro_health=TIGER-Lab/MMLU-Pro@test@category=health",
 )
 
@@ -1478,7 +1481,8 @@ class MCQAEvalArguments:
     datasets: list[str] = field(
         default_factory=lambda: list(DEFAULT_DATASETS),
         metadata={
-            "help": "Datasets as LABEL=SOURCE[@SPLIT][@category=NAME]; SOURCE is any load_mcqa source."
+            "help": "Datasets as LABEL=SOURCE[@SPLIT][@category=NAME][@revision=COMMIT]; SOURCE is any "
+            "load_mcqa source; a Hub source may be pinned to a commit."
         },
     )
     output_dir: str = field(

@@ -918,7 +918,8 @@ def test_shift_mean_outcomes_are_each_question_s_share_of_shifts_answered_right(
 
 
 def test_results_md_names_pairs_where_the_interval_and_the_p_value_disagree():
-    # 13 questions, 3 only-A-right and 10 only-B-right: McNemar p = 0.092, the bootstrap interval leaves 0 out.
+    # 13 questions, 3 only-A-right and 10 only-B-right: McNemar p = 0.092, the bootstrap interval
+    # leaves 0 out.
     a = [True] * 3 + [False] * 10
     b = [False] * 3 + [True] * 10
     models = [
