@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from medrlvr_trl.data import load_mcqa
-    from medrlvr_trl.evaluation import GenerationSettings, generate_hf
+    from medrlvr_trl.generation import GenerationSettings, generate_hf
     from medrlvr_trl.modeling import load_policy, load_tokenizer
     from medrlvr_trl.prompts import build_prompt
     from medrlvr_trl.tiny import build_tiny

@@ -24,7 +24,7 @@ and how many test questions occur in the training set or twice in their own set 
 `accuracy_dedup`).
 
 Generation (`generate_hf`, `generate_vllm`, `generate_sharded`) lives in `medrlvr_trl.generation`, the
-module PPO's rollouts sample through too (names re-exported here); the recipe `recipes/eval_mcqa.py`
+module PPO's rollouts sample through too; the recipe `recipes/eval_mcqa.py`
 only wires these pieces together and writes the files.
 """
 
@@ -47,14 +47,7 @@ from medrlvr_trl.data import (
     QuestionIndex,
     question_overlap,
 )
-from medrlvr_trl.generation import (  # noqa: F401  (re-exported: recipes import them from here)
-    Completion,
-    GenerationSettings,
-    generate_hf,
-    generate_sharded,
-    generate_vllm,
-    vllm_available,
-)
+from medrlvr_trl.generation import Completion, GenerationSettings
 from medrlvr_trl.gguf_models import is_gguf_file
 from medrlvr_trl.loglikelihood import score_letters
 from medrlvr_trl.prompts import LETTERS, build_prompt

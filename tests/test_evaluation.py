@@ -15,9 +15,7 @@ from test_sft import load_recipe
 from medrlvr_trl import evaluation
 from medrlvr_trl.data import QuestionIndex, unique_question_indices
 from medrlvr_trl.evaluation import (
-    Completion,
     EvalReport,
-    GenerationSettings,
     MCQAEvalArguments,
     MissingModelError,
     ModelSpec,
@@ -27,7 +25,6 @@ from medrlvr_trl.evaluation import (
     describe_dataset,
     direct_letter,
     fallback_letter,
-    generate_hf,
     gold_letter_distribution,
     headline_entries,
     headline_pair,
@@ -52,6 +49,7 @@ from medrlvr_trl.evaluation import (
     shift_row,
     summarise_dataset,
 )
+from medrlvr_trl.generation import Completion, GenerationSettings, generate_hf
 from medrlvr_trl.plots import plot_accuracy_bars
 from medrlvr_trl.stats import bootstrap_means, bootstrap_std
 from medrlvr_trl.user_errors import UserError

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from medrlvr_trl.data import load_mcqa
-from medrlvr_trl.evaluation import GenerationSettings, generate_hf, resolve_model, score_completion
+from medrlvr_trl.evaluation import resolve_model, score_completion
+from medrlvr_trl.generation import GenerationSettings, generate_hf
 from medrlvr_trl.prompts import build_prompt
 from medrlvr_trl.sft import MedSFTConfig, build_sft_dataset
 

@@ -42,7 +42,7 @@ from demo import corpus, knowledge
 from demo.experiments.lookup_learning import IGNORE, pad_rows, tie_query_key_init
 from demo.pretrain import DEFAULT_CORPUS, corpus_token_stream, demo_tiny_spec
 from demo.questions import PositionDeck
-from medrlvr_trl.evaluation import GenerationSettings, generate_hf
+from medrlvr_trl.generation import GenerationSettings, generate_hf
 from medrlvr_trl.prompts import LETTERS, build_prompt
 from medrlvr_trl.rewards import verify
 from medrlvr_trl.tiny import build_tiny
