@@ -16,23 +16,20 @@ the policy's step (and the reverse). The optimizer's parameter groups carry a `r
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import Any
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 ROLES = ("policy", "critic")
 
 
 def _combined(norms: Iterable[torch.Tensor | float]) -> torch.Tensor:
     """L2 norm of per-group L2 norms (DeepSpeed marks a non-finite group norm -1: stays non-finite)."""
-    values = [torch.as_tensor(n, dtype=torch.float32) for n in norms]
+    values = [torch.as_tensor(n).detach().float().cpu().reshape(()) for n in norms]
     if not values:
         return torch.tensor(0.0)
-    stacked = torch.stack([v.detach().float().cpu().reshape(()) for v in values])
+    stacked = torch.stack(values)
     if (stacked < 0).any() or not torch.isfinite(stacked).all():
         return torch.tensor(float("inf"))
     return stacked.pow(2).sum().sqrt()
