@@ -134,7 +134,7 @@ def word_count(text: str) -> int:
 
 def _text_pattern(text: str) -> str:
     """An option text as a regex: case-insensitive, any run of whitespace, whole words only."""
-    words = [re.escape(word) for word in text.rstrip(" .").split()]
+    words = [re.escape(word) for word in text.strip().rstrip(" .").split()]
     return r"(?<!\w)(?i:" + r"\s+".join(words) + r")(?!\w)"
 
 

@@ -6,6 +6,8 @@ A row's schema is recognised from its keys and value types, not from the dataset
 - bigbio `med_qa` source configs: `options` is a list of `{key, value}`, `answer_idx` a letter.
 - MMLU-Pro: `options` is a list of texts, `answer` a letter and/or `answer_index` an integer.
 Problems are raised as `RowProblem(field, problem)`; the caller adds the file and row number.
+Question and option texts are kept as the source gives them, whitespace included: how they are shown
+is the prompt template's business (`prompts.build_prompt`), and lm-eval's template shows them as they are.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def normalise_row(row: Any, fallback_id: str) -> dict[str, Any]:
         raise RowProblem("question", "the question is missing or empty")
     return {
         "id": _row_id(row, fallback_id),
-        "question": question.strip(),
+        "question": question,
         "options": texts,
         "answer": LETTERS[index],
         "answer_index": index,
@@ -120,7 +122,7 @@ def _lettered_options(options: dict[Any, Any], field: str) -> list[str]:
 def _option_text(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise RowProblem(field, f"option text must be non-empty text, found {value!r}")
-    return value.strip()
+    return value
 
 
 # Texts that fill an option slot without being an option (MMLU-Pro pads short option lists so).

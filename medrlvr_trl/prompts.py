@@ -27,12 +27,15 @@ class PromptTemplate:
     """A prompt text with one `{input}` slot; `expects_tags` says whether completions should use
     <think>/<answer> tags (and so whether evaluation scores them with the verifier). `instructed`
     inputs carry this project's instruction and an "Options:" line before the lettered options;
-    otherwise the input is the question and the lettered options alone."""
+    otherwise the input is the question and the lettered options alone. `verbatim` templates paste
+    the question and option texts exactly as the dataset gives them, whitespace included (as
+    lm-evaluation-harness does); the others strip the question and put each option on one line."""
 
     name: str
     text: str
     expects_tags: bool
     instructed: bool = True
+    verbatim: bool = False
 
     def __post_init__(self) -> None:
         if self.text.count(INPUT_FIELD) != 1:
@@ -58,13 +61,16 @@ _DIRECT_TEXT = (
 )
 
 # lm-evaluation-harness's `medqa_4options` prompt ("Question: ...", the lettered options, "Answer:"),
-# so that `loglikelihood` answers on MedQA's 4-option test set are that task's `acc`.
+# so that `loglikelihood` answers on MedQA's 4-option test set are that task's `acc`. Verbatim, as
+# that task's doc_to_text pastes its fields: an option text ending in a line break keeps it.
 _LM_EVAL_TEXT = "Question: {input}\nAnswer:"
 
 TEMPLATES: dict[str, PromptTemplate] = {
     "r1": PromptTemplate(name="r1", text=_R1_TEXT, expects_tags=True),
     "direct": PromptTemplate(name="direct", text=_DIRECT_TEXT, expects_tags=False),
-    "lm_eval": PromptTemplate(name="lm_eval", text=_LM_EVAL_TEXT, expects_tags=False, instructed=False),
+    "lm_eval": PromptTemplate(
+        name="lm_eval", text=_LM_EVAL_TEXT, expects_tags=False, instructed=False, verbatim=True
+    ),
 }
 
 TARGET_STYLES: tuple[str, ...] = ("letter", "letter_text", "tagged")
@@ -85,30 +91,38 @@ def option_letters(n: int) -> list[str]:
     return list(LETTERS[:n])
 
 
-def _clean_options(options: Sequence[str]) -> list[str]:
+def _checked_options(options: Sequence[str]) -> list[str]:
     if isinstance(options, str) or not MIN_OPTIONS <= len(options) <= MAX_OPTIONS:
         count = "a string" if isinstance(options, str) else f"{len(options)} options"
         raise ValueError(f"options: got {count}; need a list of {MIN_OPTIONS} to {MAX_OPTIONS} option texts")
-    cleaned = []
     for letter, text in zip(LETTERS, options, strict=False):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"option {letter}: got {text!r}; every option needs non-empty text")
-        # One line per option: internal newlines/runs of spaces collapse to single spaces.
-        cleaned.append(" ".join(text.split()))
-    return cleaned
+    return list(options)
+
+
+def _clean_options(options: Sequence[str]) -> list[str]:
+    # One line per option: internal newlines/runs of spaces collapse to single spaces.
+    return [" ".join(text.split()) for text in _checked_options(options)]
 
 
 def build_prompt(question: str, options: Sequence[str], *, template: str = "r1") -> str:
     """Render a question and its options (lettered A, B, ...) with the named template.
 
-    The prompt ends with "Assistant:" (no `<think>` prefill, no trailing space).
+    The training templates (`r1`, `direct`) strip the question and put each option on one line, so a
+    line break inside an option text cannot pass for the next option; the `lm_eval` template pastes
+    both as given (`PromptTemplate.verbatim`). The r1 and direct prompts end with "Assistant:" (no
+    `<think>` prefill, no trailing space).
     """
     chosen = get_template(template)
     if not isinstance(question, str) or not question.strip():
         raise ValueError(f"question: got {question!r}; need non-empty text")
-    cleaned = _clean_options(options)
-    lines = [question.strip(), INSTRUCTION, "Options:"] if chosen.instructed else [question.strip()]
-    lines += [f"{letter}. {text}" for letter, text in zip(LETTERS, cleaned, strict=False)]
+    if chosen.verbatim:
+        texts = _checked_options(options)
+    else:
+        question, texts = question.strip(), _clean_options(options)
+    lines = [question, INSTRUCTION, "Options:"] if chosen.instructed else [question]
+    lines += [f"{letter}. {text}" for letter, text in zip(LETTERS, texts, strict=False)]
     return chosen.render("\n".join(lines))
 
 

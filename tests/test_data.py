@@ -24,6 +24,7 @@ from medrlvr_trl.data import (
     read_mcqa,
     unique_question_indices,
 )
+from medrlvr_trl.prompts import build_prompt
 
 COLUMNS = ["id", "question", "options", "answer", "answer_index", "source"]
 
@@ -87,17 +88,22 @@ def test_medqa_five_options_with_keys_out_of_order_are_put_in_letter_order(tmp_p
     assert (ds[0]["answer"], ds[0]["answer_index"]) == ("E", 4)
 
 
-def test_question_and_option_whitespace_is_stripped(tmp_path):
+def test_question_and_option_whitespace_is_kept_and_training_prompts_tidy_it(tmp_path):
+    """The loader keeps texts as the source gives them (lm-eval's template shows them so); the training
+    templates strip the question and put each option on one line, as before texts were kept."""
     row = {
         "question": "  Padded?\n",
-        "options": {"A": " yes ", "B": "\tno"},
+        "options": {"A": " yes ", "B": "\tno\nway"},
         "answer_idx": "A",
         "answer": "yes",
     }
     ds = load_mcqa(str(write_jsonl(tmp_path / "q.jsonl", [row])))
 
-    assert ds[0]["question"] == "Padded?"
-    assert ds[0]["options"] == ["yes", "no"]
+    assert ds[0]["question"] == "  Padded?\n"
+    assert ds[0]["options"] == [" yes ", "\tno\nway"]
+    prompt = build_prompt(ds[0]["question"], ds[0]["options"], template="direct")
+    assert "User: Padded?\nAnswer with" in prompt
+    assert "A. yes\nB. no way\nAssistant:" in prompt
 
 
 def test_bigbio_key_value_options_load_in_letter_order(tmp_path):

@@ -170,6 +170,14 @@ def test_leak_as_option_text_needs_the_option_texts():
     assert not _features(completion, options=()).answer_leak
 
 
+@pytest.mark.parametrize("text", ["Ketotifen.", "Ketotifen.\n", "  Ketotifen. \n"])
+def test_option_text_is_matched_whatever_whitespace_surrounds_it(text):
+    """The loader keeps option texts as the source gives them; a trailing line break after the full
+    stop must not make the stop part of the text to match."""
+    options = (*OPTIONS[:2], text, *OPTIONS[3:])
+    assert answer_leaked("so the answer is Ketotifen, a mast cell stabiliser", "C", options)
+
+
 def test_only_the_chosen_letter_counts_as_leaked():
     completion = "<think>The answer is B.</think><answer>C</answer>"
     assert not _features(completion).answer_leak

@@ -1,7 +1,10 @@
 """The loglikelihood answer mode against lm-evaluation-harness itself, on the same rows and weights.
 
 lm-eval runs in-process on the task in tests/lm_eval_tasks/ (a local JSON file, no Hub); its
-per-question log-likelihoods and predictions must equal `medrlvr_trl.loglikelihood`'s.
+per-question log-likelihoods and predictions must equal `medrlvr_trl.loglikelihood`'s. Rows whose
+option texts hold line breaks, double spaces or trailing whitespace are prompted by lm-eval's own
+`medqa_4options` `doc_to_text` on the source row and by this project from the loaded row: the two
+prompts must be the same string.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import pytest
 import torch
 
 from medrlvr_trl.data import load_mcqa
+from medrlvr_trl.evaluation import DEFAULT_TEMPLATE, LOGLIKELIHOOD, ModelSpec, predict_permutations
+from medrlvr_trl.generation import Completion
 from medrlvr_trl.loglikelihood import (
     continuation_loglikelihoods,
     harness_medqa_prompt,
@@ -29,6 +34,36 @@ ROOT = Path(__file__).resolve().parents[1]
 TASK_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
 TASK = "medrlvr_parity"
 TOLERANCE = 1e-4
+
+# 4-option MedQA rows (the source's schema) whose texts are not clean, as 47 of the 1,273 real
+# 4-option test rows are ('...intoxication\n"'): a line break or a double space inside an option,
+# whitespace or a stray quote at its end, a space before it, a double space in the question and
+# whitespace after it. lm-eval's medqa_4options pastes every field as it is.
+WHITESPACE_ROWS = [
+    {
+        "id": "ws-1",
+        "question": "A 23-year-old man is found confused  after a party. Which is most likely?",
+        "options": {
+            "A": 'Acute alcohol intoxication\n"',
+            "B": "Opioid  overdose",
+            "C": "Hypoglycaemia ",
+            "D": "Serotonin\nsyndrome",
+        },
+        "answer_idx": "A",
+    },
+    {
+        "id": "ws-2",
+        "question": "Which drug treats gonorrhea? ",
+        "options": {"A": " Ceftriaxone", "B": "Doxycycline\t", "C": "Azithromycin\n\n", "D": "Penicillin  G"},
+        "answer_idx": "A",
+    },
+    {
+        "id": "ws-3",
+        "question": "Which vitamin deficiency causes\nWernicke encephalopathy?",
+        "options": {"A": "Niacin", "B": "Thiamine  (B1)\n", "C": "Vitamin\n C", "D": 'Folate "'},
+        "answer_idx": "B",
+    },
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +93,55 @@ def ours(noisy_model_dir):
     return load_policy(str(noisy_model_dir), None, tokenizer, dtype=torch.float32), tokenizer
 
 
+def _medqa_doc_to_text():
+    """lm-eval's own `medqa_4options` prompt builder (its `doc_to_text`), loaded from its task folder."""
+    path = Path(lm_eval.__file__).parent / "tasks" / "medqa" / "preprocess_medqa.py"
+    spec = importlib.util.spec_from_file_location("preprocess_medqa", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.doc_to_text
+
+
+def _medqa_doc(row: dict) -> dict:
+    """A source row as lm-eval's medqa_4options reads it (GBaker/MedQA-USMLE-4-options-hf's fields)."""
+    return {"sent1": row["question"], **{f"ending{i}": row["options"][x] for i, x in enumerate("ABCD")}}
+
+
 @pytest.fixture(scope="module")
-def questions() -> list[dict]:
-    """MedQA demo rows (5 options) and MMLU-Pro health rows (6 to 10), with the direct prompt."""
+def whitespace_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("whitespace") / "test.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in WHITESPACE_ROWS), encoding="utf-8")
+    return path
+
+
+def _loglikelihood_mode_prompts(rows) -> list[str]:
+    """The prompts evaluation's loglikelihood mode shows, with its default template, read off its records."""
+    spec = ModelSpec(
+        label="ll", path="unused", answer_mode=LOGLIKELIHOOD, prompt_template=DEFAULT_TEMPLATE[LOGLIKELIHOOD]
+    )
+
+    def answer_a(requests):
+        return [Completion(text="A", num_tokens=0, loglikelihoods={"A": 0.0}) for _ in requests]
+
+    (records,) = predict_permutations(rows, spec, 1, answer_a)
+    return [record["prompt"] for record in records]
+
+
+@pytest.fixture(scope="module")
+def questions(whitespace_file) -> list[dict]:
+    """MedQA demo rows (5 options) and MMLU-Pro health rows (6 to 10) with the direct prompt, which is
+    also lm-eval's (`harness_prompt`); then `WHITESPACE_ROWS` loaded from their file and prompted as
+    loglikelihood mode prompts them, with lm-eval's medqa_4options prompt of the source row beside."""
     rows = list(load_mcqa(str(ROOT / "data/demo/medqa/test.jsonl"), split="test", limit=12))
     rows += list(load_mcqa(str(ROOT / "data/demo/mmlu_pro_health/test.jsonl"), split="test", limit=4))
     for row in rows:
-        row["prompt"] = build_prompt(row["question"], row["options"], template="direct")
+        row["prompt"] = row["harness_prompt"] = build_prompt(
+            row["question"], row["options"], template="direct"
+        )
+    loaded = load_mcqa(str(whitespace_file), split="test")
+    doc_to_text = _medqa_doc_to_text()
+    for row, prompt, source in zip(loaded, _loglikelihood_mode_prompts(loaded), WHITESPACE_ROWS, strict=True):
+        rows.append({**row, "prompt": prompt, "harness_prompt": doc_to_text(_medqa_doc(source))})
     return rows
 
 
@@ -75,7 +152,11 @@ def _harness_samples(model_dir: Path, questions: list[dict], workdir: Path, monk
     with open(workdir / f"{TASK}.jsonl", "w", encoding="utf-8") as handle:
         for row in questions:
             choices = option_letters(len(row["options"]))
-            record = {"prompt": row["prompt"], "choices": choices, "label": choices.index(row["answer"])}
+            record = {
+                "prompt": row["harness_prompt"],
+                "choices": choices,
+                "label": choices.index(row["answer"]),
+            }
             handle.write(json.dumps(record) + "\n")
     monkeypatch.chdir(workdir)  # the task YAML names its data file relative to the working directory
     output = lm_eval.simple_evaluate(
@@ -107,7 +188,9 @@ def test_predictions_and_loglikelihoods_equal_lm_evals(
     assert len(samples) == len(scores) == len(questions)
     for question, sample, score in zip(questions, samples, scores, strict=True):
         letters = option_letters(len(question["options"]))
-        assert sample["arguments"][0][0] == question["prompt"]  # the harness saw our prompt, verbatim
+        assert sample["arguments"][0][0] == question["prompt"], question[
+            "id"
+        ]  # the harness's prompt, verbatim
         harness_lls = [float(ll) for ll, _ in sample["filtered_resps"]]
         harness_letter = letters[int(np.argmax(harness_lls))]
         assert score.letter == harness_letter, question["id"]
@@ -145,7 +228,10 @@ def test_left_padded_batches_score_as_one_question_at_a_time(ours, questions):
     batched = score_letters(model, tokenizer, prompts, counts, batch_size=16)
     assert [s.letter for s in batched] == [s.letter for s in one_by_one]
     for a, b in zip(batched, one_by_one, strict=True):
-        assert list(a.loglikelihoods.values()) == pytest.approx(list(b.loglikelihoods.values()), abs=1e-5)
+        # float32 sums: equal to about one part in a million (1.3e-5 on a score of -16.6)
+        assert list(a.loglikelihoods.values()) == pytest.approx(
+            list(b.loglikelihoods.values()), rel=2e-6, abs=1e-5
+        )
 
 
 def test_trailing_whitespace_moves_to_the_continuation(ours):
@@ -190,11 +276,26 @@ def test_prompt_and_option_counts_must_pair_up():
         score_letters(_FlatModel(), _CharTokenizer(), ["a", "b"], [4])
 
 
-def test_harness_medqa_prompt_is_medqa_4options_prompt():
-    path = Path(lm_eval.__file__).parent / "tasks" / "medqa" / "preprocess_medqa.py"
-    spec = importlib.util.spec_from_file_location("preprocess_medqa", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    options = ["Ceftriaxone", "Doxycycline", "Azithromycin", "Penicillin G"]
-    doc = {"sent1": "Which drug treats gonorrhea?", **{f"ending{i}": text for i, text in enumerate(options)}}
-    assert harness_medqa_prompt(doc["sent1"], options) == module.doc_to_text(doc)
+@pytest.mark.parametrize(
+    "row",
+    [
+        {
+            "question": "Which drug treats gonorrhea?",
+            "options": {"A": "Ceftriaxone", "B": "Doxycycline", "C": "Azithromycin", "D": "Penicillin G"},
+        },
+        *WHITESPACE_ROWS,
+    ],
+    ids=lambda row: row.get("id", "clean"),
+)
+def test_harness_medqa_prompt_is_medqa_4options_prompt(row):
+    options = [row["options"][x] for x in "ABCD"]
+    assert harness_medqa_prompt(row["question"], options) == _medqa_doc_to_text()(_medqa_doc(row))
+
+
+def test_loglikelihood_mode_shows_lm_evals_prompt_for_loaded_rows_with_untidy_whitespace(whitespace_file):
+    """Loaded from a file and prompted by evaluation as lm-eval prompts the source rows, character for
+    character: neither the loader nor the `lm_eval` template tidies the texts."""
+    doc_to_text = _medqa_doc_to_text()
+    expected = [doc_to_text(_medqa_doc(row)) for row in WHITESPACE_ROWS]
+    assert _loglikelihood_mode_prompts(load_mcqa(str(whitespace_file), split="test")) == expected
+    assert 'A. Acute alcohol intoxication\n"\nB. Opioid  overdose\nC. Hypoglycaemia \n' in expected[0]

@@ -73,6 +73,12 @@ def test_multiline_option_stays_on_one_line():
     assert "A. first line\nB. second\nAssistant:" in prompt
 
 
+def test_lm_eval_template_pastes_question_and_options_verbatim():
+    """As lm-eval's medqa_4options does (tests/test_loglikelihood.py checks against lm-eval itself)."""
+    prompt = build_prompt("Q  one? ", ['intoxication\n"', "  second  ", "a\tb"], template="lm_eval")
+    assert prompt == 'Question: Q  one? \nA. intoxication\n"\nB.   second  \nC. a\tb\nAnswer:'
+
+
 @pytest.mark.parametrize("options", [[], ["only one"], [f"o{i}" for i in range(27)]])
 def test_option_count_outside_two_to_26_is_rejected(options):
     with pytest.raises(ValueError, match="need a list of 2 to 26"):
