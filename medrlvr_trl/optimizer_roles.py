@@ -72,6 +72,7 @@ class RoleClippedZero:
         self._role_norm = {
             role: _combined(n for n, r in zip(group_norms, self._roles, strict=True) if r == role)
             for role in ROLES
+            if role in self._roles  # no critic (reinforce_pp_baseline): no critic norm to report
         }
         self.last_norms = {role: float(norm) / scale for role, norm in self._role_norm.items()}
 

@@ -10,6 +10,11 @@ four readable steps per update:
     advantages  per-token KL penalty + verifier score on the last response token, GAE, whitening
     update      clipped policy loss + clipped value loss over mini-batches, `num_ppo_epochs` times
 
+`advantage_estimator: reinforce_pp_baseline` swaps the critic for REINFORCE++-baseline (OpenRLHF's
+`reinforce_baseline`): `num_samples_per_prompt` responses per prompt, each score minus its prompt's mean
+score, returns-to-go with gamma 1, then whitening over every process's tokens. No critic exists in that
+mode (not loaded, stepped or saved); the clipped policy loss is the same.
+
 The loss, GAE and KL terms are those of TRL's trainer (so results stay comparable), with
 deliberate changes for correctness at scale:
 
@@ -66,6 +71,11 @@ logger = logging.getLogger(__name__)
 
 # Log-prob written into positions past the end of a response (they are masked out of every loss).
 _MASKED_LOGPROB = trl_ppo.INVALID_LOGPROB
+# How advantages are made: "gae" (PPO with a critic, TRL's) or "reinforce_pp_baseline" (no critic).
+ADVANTAGE_ESTIMATORS = ("gae", "reinforce_pp_baseline")
+# OpenRLHF clamps every per-token KL estimate to [-10, 10] (models/utils.py, compute_approx_kl); the
+# reinforce_pp_baseline path follows it, the gae path keeps TRL's unclamped KL.
+_KL_CLAMP = 10.0
 
 
 @dataclass
@@ -119,6 +129,85 @@ class MedRLVRPPOConfig(VerifierOptions, PPOConfig):
             "help": "Std of the critic's fresh score head; default 1/(hidden_size+1) (OpenRLHF), 0: zero."
         },
     )
+    advantage_estimator: str = field(
+        default="gae",
+        metadata={
+            "help": "'gae': PPO with a critic (TRL's GAE). 'reinforce_pp_baseline': REINFORCE++-baseline as "
+            "OpenRLHF's reinforce_baseline, no critic: each score minus the mean score of its prompt's "
+            "num_samples_per_prompt responses, returns-to-go (gamma 1), whitened over all processes' tokens."
+        },
+    )
+    num_samples_per_prompt: int = field(
+        default=1,
+        metadata={
+            "help": "Responses sampled per prompt (OpenRLHF n_samples_per_prompt); counted in the batch sizes: "
+            "each process samples per_device_train_batch_size x gradient_accumulation_steps x num_mini_batches "
+            "responses, that number / num_samples_per_prompt prompts. reinforce_pp_baseline needs at least 2."
+        },
+    )
+    use_kl_loss: bool = field(
+        default=False,
+        metadata={
+            "help": "KL to the reference as a loss term, kl_coef x the token mean of the kl_estimator estimate "
+            "under the current policy (OpenRLHF --algo.kl.use_loss), instead of a per-token penalty in the "
+            "reward (default, the paper's and OpenRLHF's default)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        # Every mistake here fails while the command line is parsed, before data or models load.
+        if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(
+                f"advantage_estimator: got {self.advantage_estimator!r}; choose one of "
+                f"{', '.join(ADVANTAGE_ESTIMATORS)}"
+            )
+        n = self.num_samples_per_prompt
+        if n < 1:
+            raise ValueError(f"num_samples_per_prompt must be at least 1, got {n}")
+        per_device = (
+            self.per_device_train_batch_size * self.gradient_accumulation_steps * self.num_mini_batches
+        )
+        if per_device % n:
+            raise ValueError(
+                f"each process samples {per_device} responses per update (per_device_train_batch_size x "
+                f"gradient_accumulation_steps x num_mini_batches), not a multiple of num_samples_per_prompt {n}: "
+                "every prompt's samples must sit on one process"
+            )
+        if not self.uses_critic:
+            self._check_critic_free()
+        super().__post_init__()
+
+    @property
+    def uses_critic(self) -> bool:
+        return self.advantage_estimator == "gae"
+
+    def _check_critic_free(self) -> None:
+        name = self.advantage_estimator
+        if self.num_samples_per_prompt < 2:
+            raise ValueError(
+                f"advantage_estimator {name} subtracts the mean score of each prompt's samples, so it needs "
+                f"num_samples_per_prompt >= 2 (got {self.num_samples_per_prompt}: every advantage would be 0)"
+            )
+        critic_options = {
+            "value_model_name_or_path": self.value_model_name_or_path is not None,
+            "critic_learning_rate": self.critic_learning_rate is not None,
+            "critic_warmup_updates": self.critic_warmup_updates > 0,
+            "value_head_init_std": self.value_head_init_std is not None,
+        }
+        given = [option for option, set_ in critic_options.items() if set_]
+        if given:
+            raise ValueError(
+                f"advantage_estimator {name} trains no critic; remove {', '.join(given)} (critic options)"
+            )
+        if self.gamma != 1.0:  # OpenRLHF forces gamma 1 for reinforce_baseline (experience_maker.py)
+            raise ValueError(
+                f"advantage_estimator {name} uses gamma 1 (undiscounted returns); got {self.gamma}"
+            )
+        if self.whiten_rewards:
+            raise ValueError(
+                f"advantage_estimator {name} whitens the advantages over the whole batch itself; set "
+                "whiten_rewards false"
+            )
 
 
 @dataclass(frozen=True)
@@ -126,6 +215,9 @@ class BatchPlan:
     """How many rollouts, optimizer steps and updates a run makes; printed by `--dry_run`."""
 
     world_size: int
+    samples_per_prompt: int
+    prompts_per_device: int
+    prompts_per_update: int
     rollouts_per_device: int
     rollouts_per_update: int
     mini_batch_per_device: int
@@ -133,7 +225,7 @@ class BatchPlan:
     total_episodes: int
     num_updates: int
     updates_per_epoch: float
-    epochs: float  # rollouts of the run / training questions
+    epochs: float  # prompts drawn in the run / training questions
 
     def describe(self) -> str:
         lines = [
@@ -147,30 +239,44 @@ class BatchPlan:
 
 
 def plan_batches(args: MedRLVRPPOConfig, world_size: int, train_size: int) -> BatchPlan:
-    """Batch arithmetic for a run, with clear errors for impossible combinations."""
+    """Batch arithmetic for a run, with clear errors for impossible combinations.
+
+    A rollout (an episode) is one sampled response: each process samples `rollouts_per_device` of them,
+    `num_samples_per_prompt` per prompt. `total_episodes` counts responses; without it the run draws
+    `num_train_epochs` passes over the questions, so `num_train_epochs x questions x samples` responses.
+    """
+    samples = args.num_samples_per_prompt
     mini_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps
     per_device = mini_batch * args.num_mini_batches
     per_update = per_device * world_size
-    if train_size < per_update:
+    prompts_per_device = per_device // samples  # the config checks that it divides
+    prompts_per_update = prompts_per_device * world_size
+    if train_size < prompts_per_update:
         raise ValueError(
-            f"one update samples {per_update} prompts ({per_device} per process x {world_size} processes) but the "
-            f"training set has only {train_size}; lower per_device_train_batch_size, gradient_accumulation_steps or "
-            "num_mini_batches"
+            f"one update samples {prompts_per_update} prompts ({prompts_per_device} per process x {world_size} "
+            f"processes) but the training set has only {train_size}; lower per_device_train_batch_size, "
+            "gradient_accumulation_steps or num_mini_batches"
+            + (", or raise num_samples_per_prompt" if samples > 1 else "")
         )
     episodes = (
-        args.total_episodes if args.total_episodes is not None else int(args.num_train_epochs * train_size)
+        args.total_episodes
+        if args.total_episodes is not None
+        else int(args.num_train_epochs * train_size * samples)
     )
     num_updates = max(1, math.ceil(episodes / per_update))
     return BatchPlan(
         world_size=world_size,
+        samples_per_prompt=samples,
+        prompts_per_device=prompts_per_device,
+        prompts_per_update=prompts_per_update,
         rollouts_per_device=per_device,
         rollouts_per_update=per_update,
         mini_batch_per_device=mini_batch,
         optimizer_steps_per_update=args.num_mini_batches * args.num_ppo_epochs,
         total_episodes=episodes,
         num_updates=num_updates,
-        updates_per_epoch=train_size / per_update,
-        epochs=num_updates * per_update / train_size,
+        updates_per_epoch=train_size / prompts_per_update,
+        epochs=num_updates * prompts_per_update / train_size,
     )
 
 
@@ -197,7 +303,7 @@ class Rollouts:
     query_responses: torch.Tensor  # (B, Q + R)
     logprobs: torch.Tensor  # (B, R) under the sampling policy
     ref_logprobs: torch.Tensor  # (B, R) under the reference policy
-    values: torch.Tensor  # (B, R) critic estimates
+    values: torch.Tensor | None  # (B, R) critic estimates; None without a critic (reinforce_pp_baseline)
     last_index: torch.Tensor  # (B,) index of each response's last token
     padding_mask: torch.Tensor  # (B, R) True past the last token
     hit_length_limit: torch.Tensor  # (B,) no stop token within response_length
@@ -220,7 +326,7 @@ class MedRLVRPPOTrainer(PPOTrainer):
         processing_class: PreTrainedTokenizerBase,
         model: PreTrainedModel,
         ref_model: PreTrainedModel | None,
-        value_model: PreTrainedModel,
+        value_model: PreTrainedModel | None,
         train_dataset,
         gold: GoldTable,
         *,
@@ -230,16 +336,27 @@ class MedRLVRPPOTrainer(PPOTrainer):
         epoch_prompts: Callable[[int], tuple[Dataset, GoldTable]] | None = None,
     ) -> None:
         """`epoch_prompts(epoch)`, when given, is each epoch's (prompts, gold): `shuffle_options` draws a
-        new option order per epoch (`train_dataset` and `gold` are epoch 0's)."""
+        new option order per epoch (`train_dataset` and `gold` are epoch 0's). `value_model` is the critic
+        with `advantage_estimator: gae` and must be None otherwise."""
         if processing_class.pad_token_id == processing_class.eos_token_id:
             raise ValueError("pad and eos tokens must differ (response length is read at the first pad)")
+        if args.uses_critic != (value_model is not None):
+            raise ValueError(
+                f"advantage_estimator {args.advantage_estimator}: "
+                + (
+                    "pass the critic as value_model"
+                    if args.uses_critic
+                    else "it has no critic: pass value_model=None"
+                )
+            )
         reward = VerifierRewardModel(
             processing_class, gold, mode=args.verifier_mode, values=args.reward_values()
         )
         if args.gradient_checkpointing:  # TRL's __init__ never turns it on
             kwargs = {"use_reentrant": False, **(args.gradient_checkpointing_kwargs or {})}
             for trainable in (model, value_model):
-                trainable.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+                if trainable is not None:
+                    trainable.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         # TRL's __init__ sizes rollouts as micro-batch x accumulation; with one mini-batch that is
         # exactly our mini-batch, and `create_optimizer_and_scheduler` below sizes the schedule with
         # our own plan. Its whitening check is on that mini-batch, but we whiten over all of this
@@ -273,8 +390,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
             RoleClippedZero(self.model.optimizer, args.max_grad_norm) if self.is_deepspeed_enabled else None
         )
         logger.info(
-            "clips gradients at %s, policy and critic each by its own norm (%s)",
+            "clips gradients at %s, %s (%s)",
             args.max_grad_norm,
+            "policy and critic each by its own norm" if args.uses_critic else "the policy's (no critic)",
             "DeepSpeed ZeRO optimizer" if self.is_deepspeed_enabled else "accelerate",
         )
         plan = self.plan
@@ -389,11 +507,12 @@ class MedRLVRPPOTrainer(PPOTrainer):
     def _prompt_batch(self, update: int) -> torch.Tensor:
         """This process's prompts for `update` (1-based). Each epoch is one fixed shuffle of the training set
         (seed + epoch, so resume is exact), and the epochs are read as one stream: every question is seen
-        once per epoch, and an update that crosses an epoch's end carries over into the next epoch."""
+        once per epoch, and an update that crosses an epoch's end carries over into the next epoch. Each prompt
+        appears `samples_per_prompt` times in a row (a prompt's samples stay together on one process)."""
         plan, size = self.plan, self.train_dataset_len
         rank = self.accelerator.process_index
-        first = (update - 1) * plan.rollouts_per_update + rank * plan.rollouts_per_device
-        positions = range(first, first + plan.rollouts_per_device)
+        first = (update - 1) * plan.prompts_per_update + rank * plan.prompts_per_device
+        positions = range(first, first + plan.prompts_per_device)
         epochs = sorted({positions[0] // size, positions[-1] // size})
         self._epoch_cache = {e: self._epoch_cache.get(e) or self._epoch_data(e) for e in epochs}
         if self._epoch_prompts is not None:  # the reward model reads this same table
@@ -403,7 +522,8 @@ class MedRLVRPPOTrainer(PPOTrainer):
             epoch, index = divmod(position, size)
             dataset, _, order = self._epoch_cache[epoch]
             rows.append(dataset[int(order[index])])
-        return self.data_collator(rows)["input_ids"].to(self.accelerator.device)
+        queries = self.data_collator(rows)["input_ids"].to(self.accelerator.device)
+        return queries.repeat_interleave(plan.samples_per_prompt, dim=0)
 
     def _epoch_data(self, epoch: int) -> tuple[Dataset, GoldTable | None, torch.Tensor]:
         """One epoch's prompts, gold table (`shuffle_options`: that epoch's option orders) and row order."""
@@ -418,8 +538,8 @@ class MedRLVRPPOTrainer(PPOTrainer):
     def _rollout(self, queries: torch.Tensor) -> Rollouts:
         """Sample responses (`generation_batch_size` rows per generate call), then score them with the forwards
         training uses, `local_rollout_forward_batch_size` rows at a time: old log-probs and values from the
-        policy/critic pair, log-probs of the reference. Responses are padded to the longest on this process,
-        not to `response_length`, so short answers cost short forwards."""
+        policy/critic pair (no values without a critic), log-probs of the reference. Responses are padded to
+        the longest on this process, not to `response_length`, so short answers cost short forwards."""
         args, pad, accelerator = self.args, self.processing_class.pad_token_id, self.accelerator
         chunk = args.local_rollout_forward_batch_size
         # Eval mode: checkpointed layers run plainly and generation keeps its KV cache, so checkpointing
@@ -474,7 +594,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
             is_weights=is_weights,
             logprobs=old_logprobs,
             ref_logprobs=torch.cat(ref_logprobs).masked_fill(padding_mask, _MASKED_LOGPROB),
-            values=torch.cat(values).float().masked_fill(padding_mask, 0.0),
+            values=torch.cat(values).float().masked_fill(padding_mask, 0.0)
+            if self.args.uses_critic
+            else None,
             last_index=last_index,
             padding_mask=padding_mask,
             hit_length_limit=~has_stop,
@@ -578,11 +700,14 @@ class MedRLVRPPOTrainer(PPOTrainer):
 
     # ------------------------------------------------------------ advantages
     def _advantages(self, rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-token rewards (KL penalty + score on the last token), GAE advantages and returns."""
+        """Per-token rewards (KL penalty + score on the last token), GAE advantages and returns, and the
+        per-token KL estimate; REINFORCE++-baseline's instead with `advantage_estimator: reinforce_pp_baseline`."""
         args = self.args
+        if not args.uses_critic:
+            return self._reinforce_pp_baseline_advantages(rollouts)
         log_ratio = rollouts.logprobs - rollouts.ref_logprobs  # zero past the end (both masked alike)
-        kl = log_ratio if args.kl_estimator == "k1" else (-log_ratio).exp() - 1 + log_ratio
-        rewards = -args.kl_coef * kl
+        kl = kl_estimate(log_ratio, args.kl_estimator)
+        rewards = torch.zeros_like(kl) if args.use_kl_loss else -args.kl_coef * kl
         rows = torch.arange(rewards.shape[0], device=rewards.device)
         rewards[rows, rollouts.last_index.clamp(min=0)] += rollouts.scores
         valid = ~rollouts.padding_mask
@@ -603,6 +728,23 @@ class MedRLVRPPOTrainer(PPOTrainer):
         returns = advantages + values
         advantages = trl_ppo.masked_whiten(advantages, valid).masked_fill(rollouts.padding_mask, 0)
         return advantages, returns, kl
+
+    def _reinforce_pp_baseline_advantages(
+        self, rollouts: Rollouts
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """REINFORCE++-baseline: `reinforce_pp_baseline_advantages` on this process's rollouts, whitened with
+        the mean and variance of every process's tokens."""
+        return reinforce_pp_baseline_advantages(
+            rollouts.scores,
+            rollouts.logprobs,
+            rollouts.ref_logprobs,
+            rollouts.last_index,
+            rollouts.padding_mask,
+            samples_per_prompt=self.args.num_samples_per_prompt,
+            kl_coef=0.0 if self.args.use_kl_loss else self.args.kl_coef,
+            kl_estimator=self.args.kl_estimator,
+            gather=self.accelerator.gather,
+        )
 
     # ---------------------------------------------------------------- update
     def _update(
@@ -643,20 +785,38 @@ class MedRLVRPPOTrainer(PPOTrainer):
         args = self.args
         mask = rollouts.padding_mask[idx]
         valid = ~mask
-        old_logprobs, old_values = rollouts.logprobs[idx], rollouts.values[idx]
+        old_logprobs = rollouts.logprobs[idx]
         responses = rollouts.responses[idx]
         logits, new_values = self.model(
             **_forward_inputs(rollouts.query_responses[idx], pad, responses.shape[1])
         )
         new_logprobs, logits = response_logprobs(logits, responses, pad, args.temperature)
         new_logprobs = new_logprobs.masked_fill(mask, _MASKED_LOGPROB)
-        new_values = new_values.float().masked_fill(mask, 0.0)
-
-        clipped_values = old_values + (new_values - old_values).clamp(
-            -args.cliprange_value, args.cliprange_value
-        )
-        value_losses = torch.maximum((new_values - returns) ** 2, (clipped_values - returns) ** 2)
-        value_loss = 0.5 * trl_ppo.masked_mean(value_losses, valid)
+        critic_stats: dict[str, torch.Tensor] = {}
+        loss = torch.zeros((), device=new_logprobs.device)
+        if new_values is not None:
+            old_values = rollouts.values[idx]
+            new_values = new_values.float().masked_fill(mask, 0.0)
+            clipped_values = old_values + (new_values - old_values).clamp(
+                -args.cliprange_value, args.cliprange_value
+            )
+            value_losses = torch.maximum((new_values - returns) ** 2, (clipped_values - returns) ** 2)
+            value_loss = 0.5 * trl_ppo.masked_mean(value_losses, valid)
+            loss = args.vf_coef * value_loss
+            with torch.no_grad():
+                critic_stats = {
+                    "loss/value_avg": value_loss.detach(),
+                    "val/clipfrac_avg": trl_ppo.masked_mean(
+                        ((clipped_values - returns) ** 2 > (new_values - returns) ** 2).float(), valid
+                    ),
+                }
+        if (
+            args.use_kl_loss
+        ):  # OpenRLHF --algo.kl.use_loss: kl_coef x token mean of the estimate, under pi_theta
+            kl = kl_estimate(new_logprobs - rollouts.ref_logprobs[idx], args.kl_estimator)
+            kl_loss = trl_ppo.masked_mean(kl.clamp(-_KL_CLAMP, _KL_CLAMP), valid)
+            loss = loss + args.kl_coef * kl_loss
+            critic_stats["loss/kl_avg"] = kl_loss.detach()
 
         log_ratio = new_logprobs - old_logprobs
         ratio = log_ratio.exp()
@@ -668,7 +828,7 @@ class MedRLVRPPOTrainer(PPOTrainer):
         policy_loss = trl_ppo.masked_mean(policy_losses, valid)
 
         policy_weight = 0.0 if self._critic_warmup() else 1.0  # zero gradients, not none: DDP needs them all
-        self.accelerator.backward(policy_weight * policy_loss + args.vf_coef * value_loss)
+        self.accelerator.backward(policy_weight * policy_loss + loss)
         grad_norms: dict[str, float] = {}
         if self.accelerator.sync_gradients:  # DeepSpeed clipped (and stepped) inside backward
             if self._zero_clipping is not None:
@@ -682,16 +842,13 @@ class MedRLVRPPOTrainer(PPOTrainer):
             token_entropy = torch.logsumexp(logits, -1) - (logits.softmax(-1) * logits).sum(-1)
             return {
                 "loss/policy_avg": policy_loss.detach(),
-                "loss/value_avg": value_loss.detach(),
                 "policy/approxkl_avg": 0.5 * trl_ppo.masked_mean(log_ratio**2, valid),
                 "policy/clipfrac_avg": trl_ppo.masked_mean(
                     (clipped_losses > unclipped_losses).float(), valid
                 ),
                 "policy/entropy_avg": trl_ppo.masked_mean(token_entropy, valid),
-                "val/clipfrac_avg": trl_ppo.masked_mean(
-                    ((clipped_values - returns) ** 2 > (new_values - returns) ** 2).float(), valid
-                ),
-                "val/ratio": trl_ppo.masked_mean(ratio, valid),
+                **critic_stats,
+                "val/ratio": trl_ppo.masked_mean(ratio, valid),  # TRL's name for the policy's mean ratio
                 **{f"{role}/grad_norm": torch.as_tensor(norm) for role, norm in grad_norms.items()},
             }
 
@@ -707,14 +864,18 @@ class MedRLVRPPOTrainer(PPOTrainer):
         self.state.max_steps = plan.num_updates
         self.state.global_step = self.progress.update
         self.state.episode = self.progress.episode
-        self.state.num_train_epochs = plan.total_episodes / self.train_dataset_len
+        self.state.num_train_epochs = plan.total_episodes / plan.samples_per_prompt / self.train_dataset_len
         self.state.logging_steps = 1
         self.state.save_steps = _absolute_steps(args.save_steps, plan.num_updates)
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         if self.is_deepspeed_enabled:  # names TRL/transformers helpers expect
             self.deepspeed = self.model_wrapped = self.model
         logger.info(
-            "PPO: %d updates of %d rollouts\n%s", plan.num_updates, plan.rollouts_per_update, plan.describe()
+            "PPO (%s): %d updates of %d rollouts\n%s",
+            "GAE, critic" if args.uses_critic else f"{args.advantage_estimator}, no critic",
+            plan.num_updates,
+            plan.rollouts_per_update,
+            plan.describe(),
         )
         self.model.train()
         start = time.perf_counter()
@@ -731,7 +892,7 @@ class MedRLVRPPOTrainer(PPOTrainer):
             self.progress.update = update
             self.progress.episode += plan.rollouts_per_update
             self.state.global_step, self.state.episode = update, self.progress.episode
-            self.state.epoch = self.progress.episode / self.train_dataset_len
+            self.state.epoch = self.progress.episode / plan.samples_per_prompt / self.train_dataset_len
             metrics = self._metrics(rollouts, kl, update_stats)
             metrics["time/update_s"] = time.perf_counter() - tic
             metrics["eps"] = self.progress.episode / max(time.perf_counter() - start, 1e-9)
@@ -778,7 +939,10 @@ class MedRLVRPPOTrainer(PPOTrainer):
         local = {
             "objective/kl": kl.sum(1).mean(),
             "objective/entropy": (-rollouts.logprobs).masked_fill(rollouts.padding_mask, 0).sum(1).mean(),
-            "objective/non_score_reward": (-args.kl_coef * kl).sum(1).mean(),
+            # the KL part of the reward; none when the KL is a loss term (use_kl_loss)
+            "objective/non_score_reward": (torch.zeros_like(kl) if args.use_kl_loss else -args.kl_coef * kl)
+            .sum(1)
+            .mean(),
             "objective/scores": rollouts.scores.mean(),
             "verifier/reward": torch.tensor([v.reward for v in verdicts], device=device).mean(),
             "verifier/format_ok": torch.tensor([v.format_ok for v in verdicts], device=device).float().mean(),
@@ -791,9 +955,10 @@ class MedRLVRPPOTrainer(PPOTrainer):
         metrics = {key: gather(value.float().reshape(1)).mean().item() for key, value in local.items()}
         # The rollout's values before the update: a zero head shows exactly 0 at update 1 on every backend.
         valid = ~rollouts.padding_mask
-        values = rollouts.values[valid]
-        metrics["critic/values_mean"] = _token_mean_and_max(values, gather)[0]
-        metrics["critic/values_abs_max"] = _token_mean_and_max(values.abs(), gather)[1]
+        if rollouts.values is not None:
+            values = rollouts.values[valid]
+            metrics["critic/values_mean"] = _token_mean_and_max(values, gather)[0]
+            metrics["critic/values_abs_max"] = _token_mean_and_max(values.abs(), gather)[1]
         if rollouts.sampler_logprobs is not None:  # sampler vs trainer on the tokens vLLM sampled
             gap = (rollouts.logprobs - rollouts.sampler_logprobs).abs()[valid]
             metrics["rollout/logprob_gap_mean"], metrics["rollout/logprob_gap_max"] = _token_mean_and_max(
@@ -849,10 +1014,14 @@ class MedRLVRPPOTrainer(PPOTrainer):
                 policy.save_pretrained(staging, state_dict=policy_state)
             cast_saved_weights(staging, self.args.final_model_dtype)
             self.processing_class.save_pretrained(staging)
-            info = {"kind": "ppo", "prompt_template": "r1", "answer_mode": "cot", **(model_card or {})}
+            estimator = self.args.advantage_estimator
+            info = {"kind": "ppo", "prompt_template": "r1", "answer_mode": "cot",
+                    "advantage_estimator": estimator, **(model_card or {})}  # fmt: skip
             write_card_and_run_info(
                 staging,
-                "Med-RLVR PPO policy",
+                "Med-RLVR PPO policy"
+                if self.args.uses_critic
+                else f"Med-RLVR PPO policy ({estimator}, no critic)",
                 "Trained with medrlvr-trl: PPO whose reward is a rule-based verifier.",
                 info,
             )
@@ -887,6 +1056,70 @@ def response_logprobs(
     return selective_log_softmax(scaled, responses), scaled
 
 
+def kl_estimate(log_ratio: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from log(pi / pi_ref): Schulman's k1 (the log ratio itself) or k3
+    (exp(-r) - 1 + r, never negative), as TRL's PPO and OpenRLHF compute them."""
+    return log_ratio if estimator == "k1" else (-log_ratio).exp() - 1 + log_ratio
+
+
+def reinforce_pp_baseline_advantages(
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    last_index: torch.Tensor,
+    padding_mask: torch.Tensor,
+    *,
+    samples_per_prompt: int,
+    kl_coef: float,
+    kl_estimator: str,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """REINFORCE++-baseline's advantages, made as OpenRLHF makes its `reinforce_baseline` ones.
+
+    Rows come in groups of `samples_per_prompt`, one prompt's samples each. Our words for OpenRLHF's steps
+    (openrlhf/trainer/ppo_utils/experience_maker.py, `compute_advantages_and_returns`, at commit 3c3be623;
+    the estimator came in with e37ff6ea, "reinforce++_baseline (#730)", Feb 2025):
+
+    1. baseline: a sample's score minus the mean score of its prompt's samples (no division by the group's
+       std: that is GRPO's `group_norm`; e37ff6ea's comment: "/ std is not needed in RL variance reduction
+       theory");
+    2. per-token reward: that shaped score on the last response token, and -kl_coef x the per-token KL
+       estimate on every token, the estimate clamped to [-10, 10] (openrlhf/models/utils.py,
+       `compute_reward`, `compute_approx_kl`); `kl_coef` 0 when the KL is a loss term instead;
+    3. advantages = returns-to-go, undiscounted (`get_cumulative_returns`; gamma is forced to 1);
+    4. whitening over the whole batch: (A - mean) / sqrt(max(var, 1e-8)), the mean and the (population)
+       variance taken over the response tokens of every process (`gather`, e.g. `accelerator.gather`;
+       None: this process alone), as OpenRLHF normalises over all its experiences.
+
+    Returns (advantages, returns, kl), each (B, R), zero past each response's end.
+    """
+    kl = kl_estimate(logprobs - ref_logprobs, kl_estimator).clamp(-_KL_CLAMP, _KL_CLAMP)
+    kl = kl.masked_fill(padding_mask, 0.0)
+    groups = scores.float().reshape(-1, samples_per_prompt)
+    shaped = (groups - groups.mean(dim=1, keepdim=True)).reshape(-1)
+    rewards = -kl_coef * kl
+    rows = torch.arange(rewards.shape[0], device=rewards.device)
+    rewards[rows, last_index.clamp(min=0)] += shaped
+    returns = rewards.flip(1).cumsum(1).flip(1).masked_fill(padding_mask, 0.0)
+    return whiten_over_processes(returns, ~padding_mask, gather), returns, kl
+
+
+def whiten_over_processes(
+    values: torch.Tensor, mask: torch.Tensor, gather: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
+    """(values - mean) / std over the positions where `mask` is True on every process (one gather of sum,
+    sum of squares and count, in float64), the variance floored at 1e-8; zero where `mask` is False."""
+    weight = mask.to(torch.float64)
+    masked = values.to(torch.float64) * weight
+    local = torch.stack([masked.sum(), (masked * masked).sum(), weight.sum()])
+    total = gather(local.reshape(1, 3)).sum(0) if gather is not None else local
+    count = total[2].clamp(min=1.0)
+    mean = total[0] / count
+    variance = total[1] / count - mean * mean
+    whitened = (values.to(torch.float64) - mean) * variance.clamp(min=1e-8).rsqrt()
+    return whitened.masked_fill(~mask, 0.0).to(values.dtype)
+
+
 def _forward_inputs(query_responses: torch.Tensor, pad_token_id: int, response_length: int) -> dict[str, Any]:
     """Model inputs for left-padded prompt + response rows: pad masked, positions counted from the first
     real token, logits for the positions that predict response tokens only."""
@@ -914,11 +1147,25 @@ class PolicyAndCritic(trl_ppo.PolicyAndValueWrapper):
     """TRL's policy + critic pair, whose forward returns logits and values at response positions only.
 
     TRL's forward builds logits and critic hidden states for every prompt position too; at a 151,936
-    vocabulary the prompt's logits alone are as large as the response's.
+    vocabulary the prompt's logits alone are as large as the response's. Without a critic
+    (`value_model` None: reinforce_pp_baseline) it holds the policy alone and returns no values.
     """
 
-    def forward(self, *, logits_to_keep: int, **inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def __init__(self, policy: PreTrainedModel, value_model: PreTrainedModel | None) -> None:
+        if value_model is not None:
+            super().__init__(policy, value_model)
+            return
+        torch.nn.Module.__init__(
+            self
+        )  # TRL's __init__ reads the critic's backbone: the same fields, no critic
+        self.policy = policy
+        self.value_model = self.critic_backbone = None
+        self.is_gradient_checkpointing = policy.is_gradient_checkpointing
+
+    def forward(self, *, logits_to_keep: int, **inputs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits = self.policy(**inputs, logits_to_keep=logits_to_keep).logits[:, :-1]
+        if self.value_model is None:
+            return logits, None
         hidden = self.critic_backbone(**inputs).last_hidden_state[:, -logits_to_keep:-1]
         return logits, self.value_model.score(hidden).squeeze(-1)
 

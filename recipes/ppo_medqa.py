@@ -1,5 +1,9 @@
 """Med-RLVR: PPO on MedQA with the rule-based verifier as the only reward.
 
+`--advantage_estimator reinforce_pp_baseline` (recipes/configs/reinforce_pp_qwen2.5-3b.yaml) trains the same
+policy with REINFORCE++-baseline instead: no critic is loaded, and `num_samples_per_prompt` responses per
+prompt share their prompt's mean score as the baseline (medrlvr_trl/ppo.py).
+
     accelerate launch recipes/ppo_medqa.py --config recipes/configs/ppo_qwen2.5-3b.yaml
     accelerate launch --config_file launch/zero3.yaml recipes/ppo_medqa.py --config ... --learning_rate 5e-7
     python recipes/ppo_medqa.py --config recipes/configs/tiny/ppo.yaml        # offline, CPU
@@ -96,12 +100,16 @@ def main(argv: list[str] | None = None) -> None:
         if model_args.use_peft
         else load_policy(model_args.model_name_or_path, model_args, tokenizer, dtype=master)
     )
-    value_model = load_value_model(
-        ppo_args.value_model_name_or_path or model_args.model_name_or_path,
-        model_args,
-        tokenizer,
-        dtype=master,
-        head_std=ppo_args.value_head_init_std,
+    value_model = (  # reinforce_pp_baseline: no critic at all (nothing loaded, stepped or saved)
+        load_value_model(
+            ppo_args.value_model_name_or_path or model_args.model_name_or_path,
+            model_args,
+            tokenizer,
+            dtype=master,
+            head_std=ppo_args.value_head_init_std,
+        )
+        if ppo_args.uses_critic
+        else None
     )
     trainer = MedRLVRPPOTrainer(
         args=ppo_args,
@@ -134,6 +142,10 @@ def main(argv: list[str] | None = None) -> None:
             "hyperparameters": {
                 key: getattr(ppo_args, key)
                 for key in (
+                    "advantage_estimator",
+                    "num_samples_per_prompt",
+                    "use_kl_loss",
+                    "kl_estimator",
                     "learning_rate",
                     "critic_learning_rate",
                     "critic_warmup_updates",

@@ -187,7 +187,9 @@ def test_every_question_is_seen_once_per_epoch_when_updates_do_not_divide_it(tmp
     config's 10,178 questions in updates of 1,024 used to drop 962 per epoch)."""
     args = _config(tmp_path, seed=3)
     size, per_device, world = 10, 2, 2
-    plan = SimpleNamespace(rollouts_per_update=per_device * world, rollouts_per_device=per_device)
+    plan = SimpleNamespace(rollouts_per_update=per_device * world, rollouts_per_device=per_device,
+                           prompts_per_update=per_device * world, prompts_per_device=per_device,
+                           samples_per_prompt=1)  # fmt: skip
     seen: dict[int, list[int]] = {rank: [] for rank in range(world)}
     for rank in range(world):
         fake = SimpleNamespace(

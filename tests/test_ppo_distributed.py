@@ -71,6 +71,31 @@ def test_two_process_ppo_trains_and_saves_a_full_policy(launch_config, tiny_mode
     assert any(not torch.equal(trained_state[k], initial_state[k]) for k in initial_state)
 
 
+def test_two_process_reinforce_pp_baseline_trains_without_a_critic(tiny_model_dir, tmp_path):
+    """REINFORCE++-baseline under 2-process DDP: each process samples whole prompt groups, the whitening
+    statistics are gathered from both processes (their numbers: tests/test_reinforce_pp.py), and DDP syncs a
+    wrapper that holds the policy alone."""
+    out = tmp_path / "reinforce_pp"
+    command = [str(BIN / "accelerate"), "launch", "--config_file", str(REPO / "launch/cpu_ddp.yaml")]
+    command += _recipe(tiny_model_dir, out, "--total_episodes", "32", "--missing_eos_penalty", "1.0")
+    command[command.index(str(REPO / "recipes/configs/tiny/ppo.yaml"))] = str(
+        REPO / "recipes/configs/tiny/reinforce_pp.yaml"
+    )
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "no critic" in done.stderr
+    updates = _updates(out)
+    assert [u["episode"] for u in updates] == [16, 32]  # 2 prompts x 4 samples per process x 2 processes
+    assert not [key for u in updates for key in u if key.startswith("critic/") or key == "loss/value_avg"]
+    assert any(u["policy/grad_norm"] > 0 for u in updates)
+    first = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    ids = [row["id"] for row in first if row["update"] == 1]
+    assert len(ids) == 16 and len(set(ids)) == 4  # 4 prompts, 4 samples each, across the 2 processes
+    trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    assert any(not torch.equal(trained[k], initial[k]) for k in initial)
+
+
 def test_two_process_lora_ppo_trains_the_adapter_and_saves_a_merged_policy(tiny_model_dir, tmp_path):
     out = tmp_path / "lora"
     command = [str(BIN / "accelerate"), "launch", "--config_file", str(REPO / "launch/cpu_ddp.yaml")]
