@@ -51,6 +51,7 @@ from medrlvr_trl.evaluation import (
 )
 from medrlvr_trl.generation import Completion, GenerationSettings, generate_hf
 from medrlvr_trl.plots import plot_accuracy_bars
+from medrlvr_trl.prompts import build_prompt
 from medrlvr_trl.stats import bootstrap_means, bootstrap_std
 from medrlvr_trl.user_errors import UserError
 
@@ -555,9 +556,7 @@ def test_an_answer_unparsed_under_one_shift_makes_its_question_inconsistent():
 def test_one_shift_gives_the_unshifted_prompts_and_predictions_keep_their_old_file_names(tmp_path):
     (records,) = predict_permutations(SHIFT_ROWS, DIRECT, 1, _answers(lambda q, letters: " A"))
     prompts = [r["prompt"] for r in records]
-    assert prompts == [
-        evaluation.build_prompt(r["question"], r["options"], template="direct") for r in SHIFT_ROWS
-    ]
+    assert prompts == [build_prompt(r["question"], r["options"], template="direct") for r in SHIFT_ROWS]
     assert prediction_path(tmp_path, "m", "d") == tmp_path / "predictions" / "m__d.jsonl"
     assert prediction_path(tmp_path, "m", "d", 2) == tmp_path / "predictions" / "shift2" / "m__d.jsonl"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from medrlvr_trl.evaluation import _smoke_target_writing
+from medrlvr_trl.evaluation.specs import _smoke_target_writing
 from medrlvr_trl.user_errors import UserError, run_command
 
 REPO = Path(__file__).resolve().parents[1]
