@@ -57,6 +57,10 @@ logger = logging.getLogger(__name__)
 CARD_KEYS = (
     "learning_rate",
     "beta",
+    "loss_type",
+    "importance_sampling_level",
+    "mask_truncated_completions",
+    "scale_rewards",
     "epsilon",
     "num_generations",
     "num_iterations",
@@ -111,9 +115,35 @@ class VerifierTrainingOptions(VerifierOptions):
         return self.steps_per_generation * self.num_iterations // self.gradient_accumulation_steps
 
 
+# The policy losses TRL 1.12's GRPOTrainer computes (trl/trainer/grpo_trainer.py, `_compute_loss`); its
+# config accepts any string and an unknown one failed only at the first loss, after the models loaded.
+# TRL's default is "dapo" (token-level sum over the accumulated batch / its token count), not "grpo", the
+# original per-sequence mean of DeepSeekMath's GRPO.
+GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")  # "sequence": GSPO (Zheng et al. 2025, arXiv 2507.18071)
+
+
 @dataclass
 class MedRLVRGRPOConfig(VerifierTrainingOptions, GRPOConfig):
-    """TRL's `GRPOConfig` plus the verifier, logging and resume options."""
+    """TRL's `GRPOConfig` plus the verifier, logging and resume options.
+
+    The GRPO family is TRL's own: `loss_type` (one of `GRPO_LOSS_TYPES`: "grpo" the original, "dr_grpo" Dr.
+    GRPO, "dapo" DAPO and TRL's default, "bnpo", "cispo", "sapo", ...), `importance_sampling_level:
+    sequence` (GSPO) and `mask_truncated_completions` (DAPO's overlong filtering) pass to `GRPOTrainer`
+    unchanged; only their values are checked here, before anything loads.
+    """
+
+    def __post_init__(self) -> None:
+        if self.loss_type not in GRPO_LOSS_TYPES:
+            raise ValueError(
+                f"loss_type: got {self.loss_type!r}; TRL's GRPO takes one of {', '.join(GRPO_LOSS_TYPES)}"
+            )
+        if self.importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
+            raise ValueError(
+                f"importance_sampling_level: got {self.importance_sampling_level!r}; choose token or sequence "
+                "(sequence: GSPO)"
+            )
+        super().__post_init__()
 
 
 @dataclass

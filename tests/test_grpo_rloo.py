@@ -12,15 +12,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
-from trl import ModelConfig
+from trl import GRPOTrainer, ModelConfig
 
 from medrlvr_trl import run_logs
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config
 from medrlvr_trl.critic_free import (
+    GRPO_LOSS_TYPES,
     MedRLVRGRPOConfig,
     MedRLVRRLOOConfig,
     plan_generations,
     prompt_dataset,
+    run_recipe,
 )
 from medrlvr_trl.data import load_mcqa
 from medrlvr_trl.dynamics import StageThresholds
@@ -33,6 +35,7 @@ from medrlvr_trl.rewards import Gold, RewardValues, verify
 from medrlvr_trl.rewards.reward_funcs import reward_functions, score_completions
 from medrlvr_trl.rewards.terms import RewardMix
 from medrlvr_trl.run_logs import COMPLETIONS_FILE, METRICS_FILE, RolloutLog
+from medrlvr_trl.user_errors import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 import dynamics_report  # noqa: E402
@@ -367,3 +370,92 @@ def test_rollout_backend_vllm_is_trls_colocated_vllm(kind):
     assert (vllm.use_vllm, vllm.vllm_mode) == (True, "colocate")
     with pytest.raises(ValueError, match="rollout_backend: got 'sglang'"):
         _parse(config_class, CONFIGS / "tiny" / f"{kind}.yaml", "--rollout_backend", "sglang")
+
+
+# ------------------------------------------------------------------ the GRPO family (TRL's loss_type, GSPO)
+
+
+class _Built(Exception):
+    """Raised by `_BuildOnly.train`: the trainer was built, nothing trained."""
+
+
+class _BuildOnly(GRPOTrainer):
+    built: list[GRPOTrainer] = []
+
+    def train(self, *args, **kwargs):
+        _BuildOnly.built.append(self)
+        raise _Built
+
+
+@pytest.mark.parametrize(
+    ("loss_type", "level", "mask_truncated"),
+    [("dr_grpo", "token", False), ("grpo", "sequence", False), ("sapo", "token", True)],
+    ids=["dr-grpo", "gspo", "sapo-masked"],
+)
+def test_grpo_family_options_reach_trls_trainer(loss_type, level, mask_truncated, tiny_model_dir, tmp_path):
+    argv = ["--config", str(CONFIGS / "tiny" / "grpo.yaml"), "--model_name_or_path", str(tiny_model_dir),
+            "--dataset_name", str(DEMO_DATA), "--max_train_samples", "16", "--output_dir", str(tmp_path),
+            "--loss_type", loss_type, "--importance_sampling_level", level,
+            "--mask_truncated_completions", str(mask_truncated).lower()]  # fmt: skip
+    _BuildOnly.built.clear()
+    with pytest.raises(_Built), _one_thread():
+        run_recipe("grpo", MedRLVRGRPOConfig, _BuildOnly, argv)
+    (trainer,) = _BuildOnly.built
+    assert (trainer.loss_type, trainer.importance_sampling_level, trainer.mask_truncated_completions) == (
+        loss_type,
+        level,
+        mask_truncated,
+    )
+    assert (trainer.args.loss_type, trainer.args.importance_sampling_level) == (loss_type, level)
+
+
+def test_gspo_trains_one_update_through_trls_sequence_level_loss(tiny_model_dir, tmp_path):
+    argv = ["--config", str(CONFIGS / "tiny" / "grpo.yaml"), "--model_name_or_path", str(tiny_model_dir),
+            "--dataset_name", str(DEMO_DATA), "--max_train_samples", "16", "--output_dir", str(tmp_path),
+            "--total_completions", "16", "--loss_type", "grpo", "--importance_sampling_level", "sequence"]  # fmt: skip
+    with _one_thread():
+        grpo_medqa.main(argv)
+    assert [row["update"] for row in run_logs.read_rows(tmp_path / METRICS_FILE)] == [1]
+    card = json.loads((tmp_path / "run_info.json").read_text())["hyperparameters"]
+    assert (card["loss_type"], card["importance_sampling_level"]) == ("grpo", "sequence")
+
+
+def test_every_loss_type_we_accept_is_one_trls_grpo_computes():
+    """GRPO_LOSS_TYPES is the list TRL 1.12's loss knows: each name is a branch of `_compute_loss`."""
+    import inspect
+
+    source = inspect.getsource(GRPOTrainer._compute_loss)
+    for name in GRPO_LOSS_TYPES:
+        assert f'"{name}"' in source, name
+        assert (
+            _parse(MedRLVRGRPOConfig, CONFIGS / "tiny" / "grpo.yaml", "--loss_type", name).loss_type == name
+        )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--loss_type", "ppo"], "loss_type: got 'ppo'; TRL's GRPO takes one of grpo, dr_grpo, dapo"),
+        (["--importance_sampling_level", "sentence"], "importance_sampling_level: got 'sentence'"),
+    ],
+)
+def test_an_unknown_grpo_variant_is_one_line_and_exit_code_2(extra, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        run_command(grpo_medqa.main, ["--config", str(CONFIGS / "tiny" / "grpo.yaml"), *extra])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize("config", ["tiny/grpo.yaml", "grpo_qwen2.5-3b.yaml"])
+def test_grpo_configs_spell_out_the_loss_they_use(config):
+    """TRL's default loss_type is "dapo", not the original GRPO loss: the configs say which one they train."""
+    text = (CONFIGS / config).read_text()
+    for key in ("loss_type:", "importance_sampling_level:", "mask_truncated_completions:"):
+        assert f"\n{key}" in text, key
+    args = _parse(MedRLVRGRPOConfig, CONFIGS / config, "--bf16", "false")
+    assert (args.loss_type, args.importance_sampling_level, args.mask_truncated_completions) == (
+        "dapo",
+        "token",
+        False,
+    )

@@ -15,8 +15,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 from safetensors.torch import load_file
+from trl import ModelConfig
 
 from medrlvr_trl import memory_plan
+from medrlvr_trl.configs import MCQAScriptArguments, parse_config
 from medrlvr_trl.memory_plan import QWEN25_BASE_SHAPES, Launch, PPOWorkload, estimate_ppo
 from medrlvr_trl.ppo import (
     MedRLVRPPOConfig,
@@ -24,6 +26,7 @@ from medrlvr_trl.ppo import (
     plan_batches,
     reinforce_pp_baseline_advantages,
 )
+from medrlvr_trl.recipe_setup import MEDQA_TRAIN_ROWS
 from medrlvr_trl.user_errors import run_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,6 +180,33 @@ def test_each_prompt_is_sampled_num_samples_per_prompt_times_on_one_process(tmp_
         assert len(batch) == 8 and batch[:4] == [batch[0]] * 4 and batch[4:] == [batch[4]] * 4
         assert batch[0] != batch[4]
     assert not set(batches[0]) & set(batches[1])  # four different prompts in the update
+
+
+def test_paper_config_is_ppos_with_the_critic_swapped_for_the_baseline_and_the_same_budget():
+    def parse(name: str):
+        return parse_config(
+            [MCQAScriptArguments, MedRLVRPPOConfig, ModelConfig],
+            ["--config", str(REPO / "recipes/configs" / name), "--bf16", "false"],
+        )
+
+    _, ppo, ppo_model = parse("ppo_qwen2.5-3b.yaml")
+    _, rpp, rpp_model = parse("reinforce_pp_qwen2.5-3b.yaml")
+    ppo_plan, plan = (plan_batches(args, 32, MEDQA_TRAIN_ROWS) for args in (ppo, rpp))
+    assert (plan.num_updates, plan.rollouts_per_update, plan.optimizer_steps_per_update) == (
+        ppo_plan.num_updates,
+        ppo_plan.rollouts_per_update,
+        ppo_plan.optimizer_steps_per_update,
+    )  # 100 updates x 1024 responses, 800 optimizer steps
+    assert (rpp.advantage_estimator, rpp.num_samples_per_prompt, rpp.use_kl_loss) == (
+        "reinforce_pp_baseline",
+        8,
+        False,
+    )
+    shared = ("learning_rate", "kl_coef", "kl_estimator", "cliprange", "temperature", "response_length",
+              "max_prompt_length", "per_device_train_batch_size", "num_mini_batches", "num_ppo_epochs",
+              "lr_scheduler_type", "warmup_steps", "adam_beta1", "adam_beta2", "max_grad_norm", "seed", "gamma")  # fmt: skip
+    assert {k: getattr(rpp, k) for k in shared} == {k: getattr(ppo, k) for k in shared}
+    assert rpp_model.model_name_or_path == ppo_model.model_name_or_path
 
 
 # ------------------------------------------------------------------ bad configs
