@@ -1252,7 +1252,22 @@ def test_eval_defaults_to_the_paper_s_five_option_medqa_as_the_configs_do():
 
     config = yaml.safe_load((REPO / "recipes/configs/eval.yaml").read_text())
     medqa = next(d for d in config["datasets"] if d.startswith("medqa="))
-    assert MCQAEvalArguments().datasets[0] == medqa == "medqa=bigbio/med_qa:med_qa_en_source@test"
+    paper = evaluation.DatasetSpec(label="medqa", source="bigbio/med_qa:med_qa_en_source", split="test")
+    assert parse_dataset_specs(MCQAEvalArguments().datasets)[0] == parse_dataset_specs([medqa])[0] == paper
+
+
+def test_every_hub_dataset_of_the_paper_eval_config_has_its_revision_field():
+    """For the test sets and the training set checked for overlap: empty until a commit is looked up
+    (empty reads the newest), else a full commit sha, since a branch or tag can move."""
+    import re
+
+    import yaml
+
+    config = yaml.safe_load((REPO / "recipes/configs/eval.yaml").read_text())
+    entries = [*config["datasets"], config["train_dataset"]]
+    assert all("@revision=" in entry for entry in entries), entries
+    specs = [*parse_dataset_specs(config["datasets"]), parse_train_dataset(config["train_dataset"])]
+    assert all(s.revision is None or re.fullmatch("[0-9a-f]{40}", s.revision) for s in specs), specs
 
 
 def test_eval_accepts_skip_invalid_rows_and_reports_the_rows_it_left_out(tmp_path, tiny_model_dir):
