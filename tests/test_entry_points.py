@@ -44,6 +44,7 @@ ENTRY_POINTS = {
     "make bench": "the bench smoke runs here (its scripts at their smallest sizes)",
     "make ppo": "here: CONFIG=<missing file> is one error line (the make targets launch with accelerate -q)",
     "make ppo-vllm": "as make ppo; the vLLM recipe runs: test_vllm",
+    "make reinforce-pp": "as make ppo (the PPO recipe, tiny/reinforce_pp.yaml); config mistakes: test_reinforce_pp",
     "make vllm": "no input (installs vLLM; a failing index is pip's own error)",
     "make tiny-vllm": "no input: python -m medrlvr_trl.tiny --out build/tiny-vllm --num-heads 2",
     "make sft": "as make ppo (accelerate launch); the recipe's own errors: test_user_errors",
