@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from trl import ScriptArguments, TrlParser
 
+from medrlvr_trl.data import is_local_source
 from medrlvr_trl.dynamics import StageThresholds
 from medrlvr_trl.rewards import RewardValues
 from medrlvr_trl.rewards.terms import (
@@ -44,6 +45,13 @@ class MCQAScriptArguments(ScriptArguments):
         default="GBaker/MedQA-USMLE-4-options",
         metadata={
             "help": "Hub dataset id or local path (.jsonl/.json/.parquet file or folder of {split}.*)."
+        },
+    )
+    dataset_revision: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub commit (or branch, tag) of `dataset_name` to read; empty: the newest. Hub ids only. "
+            "Look a commit up with `HfApi().dataset_info(name).sha` (huggingface_hub)."
         },
     )
     dataset_category: str | None = field(
@@ -81,6 +89,19 @@ class MCQAScriptArguments(ScriptArguments):
             "from WORLD_SIZE, else the file's num_processes) instead of the launch it runs under."
         },
     )
+
+    def __post_init__(self) -> None:
+        # A local path with a revision fails here, before any data or model loads (and in a dry run).
+        self.dataset_revision = self.dataset_revision or None  # `--dataset_revision ""`: the newest
+        if self.dataset_revision is not None and self.dataset_name and is_local_source(self.dataset_name):
+            raise UserError(
+                f"dataset_revision {self.dataset_revision!r} is set but dataset_name {self.dataset_name!r} is "
+                "a local path; a revision pins a Hub dataset's commit: leave dataset_revision empty for local data"
+            )
+
+    def eval_dataset_revision(self) -> str | None:
+        """The revision of the in-training eval set: `dataset_revision` when it is `dataset_name` itself."""
+        return self.dataset_revision if self.eval_dataset_name in (None, self.dataset_name) else None
 
 
 SAVE_DTYPES = ("float32", "bfloat16", "float16")

@@ -45,6 +45,7 @@ from medrlvr_trl.recipe_setup import (
     load_rows_and_tokenizer,
     log_dry_run,
     setup_logging,
+    training_data_record,
 )
 from medrlvr_trl.rewards.reward_funcs import reward_functions
 from medrlvr_trl.rewards.reward_model import tokenize_prompts
@@ -382,6 +383,7 @@ def run_recipe(kind: str, config_class: type, trainer_class: type, argv: Sequenc
             **precision_record(args, trainer.model),
             "base_model": model_args.model_name_or_path,
             "dataset": f"{script_args.dataset_name} ({script_args.dataset_train_split}, {len(rows)} rows)",
+            "training_data": training_data_record(script_args, rows),
             "skipped_rows": skipped.as_record(),
             "reward": f"verifier mode={args.verifier_mode} {asdict(args.reward_values())}; "
             f"terms {dict(zip(args.rewards, args.reward_weights, strict=True))}",

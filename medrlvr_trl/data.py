@@ -12,6 +12,7 @@ Row numbers are 1-based; in a JSON Lines file they are line numbers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -132,6 +133,28 @@ def read_mcqa(
     return datasets.Dataset.from_list(records, features=FEATURES), skipped
 
 
+def is_local_source(source: str) -> bool:
+    """Whether `source` names a local file or folder (one that exists, or a path-like name such as
+    `./x`, `/x`, `~/x` or `x.jsonl`) rather than a Hub dataset id."""
+    return (
+        Path(source).expanduser().exists()
+        or source.startswith((".", "/", "~"))
+        or source.lower().endswith(DATA_SUFFIXES)
+    )
+
+
+def questions_sha256(rows: Any) -> str:
+    """SHA-256 of the loaded questions (id, question, options, gold letter, in order), so two runs or
+    results can be checked to be on the same questions when a Hub source changes under the same name.
+
+    Training records it in run_info.json and evaluation in results.json: equal hashes, same questions.
+    """
+    digest = hashlib.sha256()
+    for fields in zip(rows["id"], rows["question"], rows["options"], rows["answer"], strict=True):
+        digest.update((json.dumps(list(fields), ensure_ascii=False) + "\n").encode("utf-8"))
+    return digest.hexdigest()
+
+
 # --- reading rows --------------------------------------------------------------------------------
 
 
@@ -141,7 +164,7 @@ def _read_source(
     """Return (origin for messages, short source name, numbered rows) for a path or a Hub id
     (`revision`: a Hub commit, branch or tag; Hub ids only)."""
     path = Path(source).expanduser()
-    if revision is not None and path.exists():
+    if revision is not None and is_local_source(source):
         raise UserError(f"data source {source!r} is a local path; a revision applies to Hub datasets only")
     if path.is_dir():
         file = _split_file(path, split)
@@ -152,7 +175,7 @@ def _read_source(
             parent_name if path.stem.lower() in _SPLIT_WORDS | {split.lower()} and parent_name else path.stem
         )
         return str(path), name, _read_file(path)
-    if source.startswith((".", "/", "~")) or source.lower().endswith(DATA_SUFFIXES):
+    if is_local_source(source):
         raise MissingDataFileError(
             f"data file {source!r} does not exist; check the path (relative to {Path.cwd()})"
         )

@@ -1,5 +1,6 @@
 """What every RL recipe (PPO, GRPO, RLOO) does the same way before and after training: logging on
-the main process, reading the training rows and tokenizer with an offline hint, and the model card."""
+the main process, reading the training rows and tokenizer with an offline hint, and the model card.
+The SFT recipe shares the logging and the record of its training data (`training_data_record`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from transformers import PreTrainedTokenizerBase
 from trl import ModelConfig
 
 from medrlvr_trl.configs import MCQAScriptArguments, offline_command
-from medrlvr_trl.data import DataSourceError, MissingDataFileError, SkippedRows, read_mcqa
+from medrlvr_trl.data import (
+    DataSourceError,
+    MissingDataFileError,
+    SkippedRows,
+    questions_sha256,
+    read_mcqa,
+)
 from medrlvr_trl.modeling import MissingModelPathError, ModelSourceError, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -66,6 +73,7 @@ def load_rows_and_tokenizer(
             category=script_args.dataset_category,
             limit=script_args.max_train_samples,
             skip_invalid_rows=script_args.skip_invalid_rows,
+            revision=script_args.dataset_revision,
         )
         tokenizer = load_tokenizer(
             model_args.model_name_or_path, revision=model_args.model_revision, may_add_pad=may_add_pad
@@ -78,6 +86,24 @@ def load_rows_and_tokenizer(
         )
         raise type(err)(f"{err}; {hint}") from None
     return rows, skipped, tokenizer
+
+
+def training_data_record(script_args: MCQAScriptArguments, rows: Dataset) -> dict[str, Any]:
+    """run_info.json's `training_data`: which questions the run trained on.
+
+    The keys are those of a dataset entry in evaluation's results.json (`source`, `split`, `category`,
+    `revision`: the Hub commit asked for, null for the newest at the time; `n`; `questions_sha256` of
+    the rows as loaded, before any option shuffle), so an evaluation on the same questions shows the
+    same hash.
+    """
+    return {
+        "source": script_args.dataset_name,
+        "split": script_args.dataset_train_split,
+        "category": script_args.dataset_category,
+        "revision": script_args.dataset_revision,
+        "n": len(rows),
+        "questions_sha256": questions_sha256(rows),
+    }
 
 
 # MedQA-USMLE train size (docs/paper.md, Data): what `--dry_run`, which loads nothing, plans for.

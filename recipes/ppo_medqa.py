@@ -49,6 +49,7 @@ from medrlvr_trl.recipe_setup import (  # noqa: E402
     load_rows_and_tokenizer,
     log_dry_run,
     setup_logging,
+    training_data_record,
 )
 from medrlvr_trl.rewards.reward_model import tokenize_prompts  # noqa: E402
 from medrlvr_trl.user_errors import run_command  # noqa: E402
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         model_card={
             "base_model": model_args.model_name_or_path,
             "dataset": f"{script_args.dataset_name} ({script_args.dataset_train_split}, {len(rows)} rows)",
+            "training_data": training_data_record(script_args, rows),
             "skipped_rows": skipped.as_record(),
             "reward": f"verifier mode={ppo_args.verifier_mode} {asdict(ppo_args.reward_values())}",
             "reward_terms": dict(zip(ppo_args.rewards, ppo_args.reward_mix().weights, strict=True)),

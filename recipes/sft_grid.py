@@ -46,7 +46,10 @@ class SFTGridArguments:
 
     sft_config: str = field(metadata={"help": "SFT recipe config each grid run starts from."})
     dev_dataset: str = field(
-        metadata={"help": "Dev set as LABEL=SOURCE[@SPLIT][@category=NAME], e.g. medqa_dev=data/medqa@dev."}
+        metadata={
+            "help": "Dev set as LABEL=SOURCE[@SPLIT][@category=NAME][@revision=COMMIT], e.g. "
+            "medqa_dev=data/medqa@dev."
+        }
     )
     learning_rates: list[float] = field(
         default_factory=lambda: [1e-5, 5e-6, 1e-6], metadata={"help": "The grid (paper: 1e-5, 5e-6, 1e-6)."}
@@ -138,7 +141,13 @@ def check_inputs(args: SFTGridArguments) -> None:
     if len(specs) != 1:
         raise UserError(f"dev_dataset: give exactly one dataset, got {len(specs)}")
     spec = specs[0]
-    load_mcqa(spec.source, split=spec.split, category=spec.category, limit=args.max_dev_samples)
+    load_mcqa(
+        spec.source,
+        split=spec.split,
+        category=spec.category,
+        limit=args.max_dev_samples,
+        revision=spec.revision,
+    )
 
 
 def launcher_command(launcher: str) -> list[str]:

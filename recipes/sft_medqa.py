@@ -38,7 +38,7 @@ from medrlvr_trl.modeling import (  # noqa: E402
 from medrlvr_trl.option_order import shuffled_rows, use_epoch_views  # noqa: E402
 from medrlvr_trl.preemption import PreemptionCallback, PreemptionHandler  # noqa: E402
 from medrlvr_trl.progress import TrainerProgress  # noqa: E402
-from medrlvr_trl.recipe_setup import setup_logging  # noqa: E402
+from medrlvr_trl.recipe_setup import setup_logging, training_data_record  # noqa: E402
 from medrlvr_trl.run_info import write_run_info  # noqa: E402
 from medrlvr_trl.sft import (  # noqa: E402
     MedSFTConfig,
@@ -81,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         category=script_args.dataset_category,
         limit=script_args.max_train_samples,
         skip_invalid_rows=script_args.skip_invalid_rows,
+        revision=script_args.dataset_revision,
     )
 
     def epoch_examples(epoch: int):
@@ -99,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             category=script_args.dataset_category,
             limit=script_args.max_eval_samples,
             skip_invalid_rows=script_args.skip_invalid_rows,
+            revision=script_args.eval_dataset_revision(),
         )
         eval_dataset = build_sft_dataset(
             eval_rows, template=script_args.prompt_template, target=training_args.sft_target
@@ -145,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         template=script_args.prompt_template,
         target=training_args.sft_target,
     )
+    info["training_data"] = training_data_record(script_args, train_rows)
     info["skipped_rows"] = skipped.as_record()
     info["shuffle_options"] = training_args.shuffle_options
     if trainer.is_world_process_zero():

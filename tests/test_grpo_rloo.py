@@ -26,7 +26,7 @@ from medrlvr_trl.critic_free import (
 )
 from medrlvr_trl.data import load_mcqa
 from medrlvr_trl.dynamics import StageThresholds
-from medrlvr_trl.evaluation import resolve_model
+from medrlvr_trl.evaluation import questions_sha256, resolve_model
 from medrlvr_trl.modeling import load_tokenizer
 from medrlvr_trl.ppo import MedRLVRPPOConfig, plan_batches
 from medrlvr_trl.prompts import build_prompt
@@ -315,6 +315,19 @@ def test_run_saves_a_policy_that_evaluation_prompts_with_cot(tiny_run):
     AutoModelForCausalLM.from_pretrained(out)
     tokenizer = load_tokenizer(str(out))
     assert tokenizer.pad_token_id != tokenizer.eos_token_id
+
+
+def test_run_info_names_the_training_questions_by_evaluations_hash(tiny_run):
+    _, out = tiny_run
+    rows = load_mcqa(str(DEMO_DATA), "train", limit=16)
+    assert json.loads((out / "run_info.json").read_text())["training_data"] == {
+        "source": str(DEMO_DATA),
+        "split": "train",
+        "category": None,
+        "revision": None,
+        "n": 16,
+        "questions_sha256": questions_sha256(rows),
+    }
 
 
 def test_run_logs_every_update_with_the_verifiers_rewards(tiny_run):

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from medrlvr_trl.data import load_mcqa
+from medrlvr_trl.evaluation import questions_sha256
 from medrlvr_trl.modeling import load_tokenizer
 from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer, Rollouts, _verifier_reward_seam, plan_batches
 from medrlvr_trl.rewards import Gold, verify
@@ -257,6 +258,9 @@ def test_tiny_ppo_run_logs_verifier_metrics_and_saves_the_policy(tiny_model_dir,
     assert policy.config.vocab_size > 0
     info = json.loads((out / "run_info.json").read_text())
     assert info["answer_mode"] == "cot" and info["base_model"] == str(tiny_model_dir)
+    rows = load_mcqa(str(medqa_dir), "train")  # evaluation's hash of the same questions (issue 25)
+    assert info["training_data"] == {"source": str(medqa_dir), "split": "train", "category": None,
+                                     "revision": None, "n": 16, "questions_sha256": questions_sha256(rows)}  # fmt: skip
     assert "final_metrics" in (out / "README.md").read_text()
     assert AutoTokenizer.from_pretrained(out).pad_token_id != AutoTokenizer.from_pretrained(out).eos_token_id
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-000002", "checkpoint-000003"]

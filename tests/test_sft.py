@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from medrlvr_trl.data import load_mcqa
-from medrlvr_trl.evaluation import resolve_model, score_completion
+from medrlvr_trl.evaluation import questions_sha256, resolve_model, score_completion
 from medrlvr_trl.generation import GenerationSettings, generate_hf
 from medrlvr_trl.prompts import build_prompt
 from medrlvr_trl.sft import MedSFTConfig, build_sft_dataset
@@ -123,6 +123,19 @@ def test_sft_run_saves_model_tokenizer_and_run_info(trained_sft):
     assert info["sft_target"] == "letter"
     assert (info["answer_mode"], info["eval_prompt_template"]) == ("direct", "direct")
     assert "sft_target: `letter`" in (trained_sft / "README.md").read_text()
+
+
+def test_sft_run_info_names_the_training_questions_by_evaluations_hash(trained_sft):
+    data = trained_sft.parent / "data"
+    info = json.loads((trained_sft / "run_info.json").read_text())
+    assert info["training_data"] == {
+        "source": str(data),
+        "split": "train",
+        "category": None,
+        "revision": None,
+        "n": 16,
+        "questions_sha256": questions_sha256(load_mcqa(str(data), "train")),
+    }
 
 
 def test_sft_model_is_evaluated_as_a_direct_answer_and_learned_the_answer(trained_sft):

@@ -5,13 +5,12 @@ description of each dataset (size, gold letters, a hash of its questions) that r
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from medrlvr_trl.data import QuestionIndex, question_overlap
+from medrlvr_trl.data import QuestionIndex, question_overlap, questions_sha256
 from medrlvr_trl.evaluation.answers import LENIENT_SOURCES, UNPARSED, strict_letter
 from medrlvr_trl.evaluation.permutations import permutation_summary
 from medrlvr_trl.evaluation.specs import DatasetSpec
@@ -183,17 +182,6 @@ def random_summary(rows: Any, kept: Sequence[int]) -> dict[str, Any]:
     """`random_guess` on every question, with its expected accuracy on the deduplicated ones."""
     subset = {"options": [rows["options"][i] for i in kept]}
     return {**random_guess(rows), "accuracy_dedup": random_guess(subset)["accuracy"], "n_dedup": len(kept)}
-
-
-def questions_sha256(rows: Any) -> str:
-    """SHA-256 of the loaded questions (id, question, options, gold letter, in order), so two results
-    can be checked to be on the same questions when a Hub source changes under the same name."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for fields in zip(rows["id"], rows["question"], rows["options"], rows["answer"], strict=True):
-        digest.update((json.dumps(list(fields), ensure_ascii=False) + "\n").encode("utf-8"))
-    return digest.hexdigest()
 
 
 def describe_dataset(
