@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/build/torch_extensions
 
-.PHONY: install vllm ppo-vllm tiny-vllm test test-fast lint demo demo-seed1 demo-all tiny smollm2 ppo reinforce-pp grpo rloo sft sft-grid eval dynamics bench clean
+.PHONY: install vllm ppo-vllm tiny-vllm test test-fast lint demo demo-seed1 demo-all tiny smollm2 ppo reinforce-pp grpo rloo compare sft sft-grid eval dynamics bench clean
 
 install: $(STAMP)
 
@@ -100,6 +100,12 @@ grpo: tiny
 
 rloo: tiny
 	$(BIN)/accelerate launch -q $(ACCEL) recipes/rloo_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/rloo.yaml) $(ARGS)
+
+# Every RL method (PPO, REINFORCE++-baseline, GRPO, Dr. GRPO, DAPO, GSPO, RLOO) with one rollout budget,
+# verifier and seed, then the held-out evaluation: one table and one figure in runs/compare/<task>/
+# (docs/compare.md). TASK=sanity: the learnable sanity task (needs data/sanity and the demo's base model).
+compare: tiny
+	$(BIN)/python recipes/compare.py --task $(or $(TASK),tiny) $(ARGS)
 
 sft: tiny
 	$(BIN)/accelerate launch -q $(ACCEL) recipes/sft_medqa.py --config $(or $(CONFIG),recipes/configs/tiny/sft.yaml) $(ARGS)
