@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import torch
-from trl import GRPOTrainer, RLOOTrainer
+from trl import GRPOTrainer, ModelConfig, RLOOTrainer
 
 from medrlvr_trl.compare import config_budget as trainer_budget
 from medrlvr_trl.compare import load_base, method_config, rendered_files, stale_files, tasks
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config
-from medrlvr_trl.critic_free import MedRLVRGRPOConfig, MedRLVRRLOOConfig, run_recipe
+from medrlvr_trl.critic_free import MedRLVRGRPOConfig, MedRLVRRLOOConfig, plan_generations, run_recipe
 from medrlvr_trl.ppo import MedRLVRPPOConfig
+from medrlvr_trl.recipe_setup import MEDQA_TRAIN_ROWS
 from medrlvr_trl.run_logs import COMPLETIONS_FILE, METRICS_FILE, read_rows
 from medrlvr_trl.tiny import build_tiny
 from medrlvr_trl.user_errors import run_command
@@ -214,10 +216,50 @@ def _args(**overrides):
 def _parse(base, method):
     family = base.methods[method].family
     config_class = {"ppo": MedRLVRPPOConfig, "grpo": MedRLVRGRPOConfig, "rloo": MedRLVRRLOOConfig}[family]
-    from trl import ModelConfig
-
     script, args, _ = parse_config(
         [MCQAScriptArguments, config_class, ModelConfig], ["--config", str(base.config_path(method))]
     )
     assert method_config(base, method)["output_dir"] == args.output_dir
     return script, args
+
+
+# method -> (loss_type, importance_sampling_level, mask_truncated_completions, scale_rewards, epsilon,
+# epsilon_high, beta) in its paper-scale config
+PAPER = {
+    "dr_grpo": ("dr_grpo", "token", False, "none", 0.2, None, 0.01),
+    "dapo": ("dapo", "token", True, "group", 0.2, 0.28, 0.0),
+    "gspo": ("grpo", "sequence", False, "group", 3e-4, 4e-4, 0.0),
+}
+
+
+@pytest.mark.parametrize("method", sorted(PAPER))
+def test_paper_configs_are_the_grpo_config_with_only_the_methods_values_changed(method):
+    configs = REPO / "recipes" / "configs"
+
+    def parse(name):
+        return parse_config(
+            [MCQAScriptArguments, MedRLVRGRPOConfig, ModelConfig],
+            ["--config", str(configs / name), "--bf16", "false"],
+        )[1]
+
+    grpo, args = parse("grpo_qwen2.5-3b.yaml"), parse(f"{method}_qwen2.5-3b.yaml")
+    assert (
+        args.loss_type,
+        args.importance_sampling_level,
+        args.mask_truncated_completions,
+        args.scale_rewards,
+        args.epsilon,
+        args.epsilon_high,
+        args.beta,
+    ) == PAPER[method]
+    changed = {"loss_type", "importance_sampling_level", "mask_truncated_completions", "scale_rewards"}
+    changed |= {"epsilon", "epsilon_high", "beta", "output_dir", "logging_dir"}
+    differing = {
+        f.name
+        for f in fields(args)
+        if f.name not in changed and getattr(args, f.name) != getattr(grpo, f.name)
+    }
+    assert not differing, differing  # same model, data, reward, budget, learning rate, sampling as GRPO's
+    assert plan_generations(args, MEDQA_TRAIN_ROWS) == plan_generations(grpo, MEDQA_TRAIN_ROWS)
+    text = (configs / f"{method}_qwen2.5-3b.yaml").read_text()
+    assert {"dr_grpo": "2503.20783", "dapo": "2503.14476", "gspo": "2507.18071"}[method] in text
