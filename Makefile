@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/build/torch_extensions
 
-.PHONY: install vllm ppo-vllm tiny-vllm test test-fast lint demo demo-seed1 demo-all tiny smollm2 ppo reinforce-pp grpo rloo compare sft sft-grid eval dynamics bench clean
+.PHONY: install vllm ppo-vllm tiny-vllm test test-fast lint demo demo-seed1 demo-all tiny smollm2 ppo reinforce-pp grpo rloo compare sanity sft sft-grid eval dynamics bench clean
 
 install: $(STAMP)
 
@@ -69,6 +69,12 @@ demo-all: demo
 	OMP_NUM_THREADS=1 $(BIN)/python recipes/rloo_medqa.py --config recipes/configs/demo/rloo.yaml $(ARGS)
 	OMP_NUM_THREADS=1 $(BIN)/python recipes/eval_mcqa.py --config recipes/configs/demo/eval.yaml \
 	    --output_dir runs/demo-all/eval --models "base-direct=build/demo/base:direct,base-cot=build/demo/base:cot,sft=runs/demo/sft,ppo=runs/demo/ppo,grpo=runs/demo-all/grpo,rloo=runs/demo-all/rloo"
+
+# The sanity check of every trainer (docs/sanity.md): PPO, GRPO and RLOO on a task learnable by
+# construction, plus a shuffled-gold PPO control; runs/sanity/{summary.json,curves.png,results.md}.
+# ARGS="--runs ppo control" picks runs.
+sanity: install
+	$(BIN)/python -m demo.sanity_run $(ARGS)
 
 tiny: install
 	$(BIN)/python -m medrlvr_trl.tiny --out build/tiny
