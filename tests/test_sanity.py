@@ -154,6 +154,8 @@ def test_short_ppo_run_learns_the_cues(tmp_path):
         str(out),
         "--total_episodes",
         str(UPDATES * 16),
+        "--lr_scheduler_type",
+        "constant",  # the config decays to 0 over its 100 updates; these are its first 40 at full rate
     ]
     subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
     rows = read_metrics(out / "metrics.jsonl")
