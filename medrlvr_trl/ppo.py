@@ -810,12 +810,13 @@ class MedRLVRPPOTrainer(PPOTrainer):
                         ((clipped_values - returns) ** 2 > (new_values - returns) ** 2).float(), valid
                     ),
                 }
-        if (
-            args.use_kl_loss
-        ):  # OpenRLHF --algo.kl.use_loss: kl_coef x token mean of the estimate, under pi_theta
+        # zero gradients, not none, during critic warmup: DDP needs them all
+        policy_weight = 0.0 if self._critic_warmup() else 1.0
+        if args.use_kl_loss:
+            # OpenRLHF --algo.kl.use_loss: kl_coef x token mean of the estimate, under pi_theta
             kl = kl_estimate(new_logprobs - rollouts.ref_logprobs[idx], args.kl_estimator)
             kl_loss = trl_ppo.masked_mean(kl.clamp(-_KL_CLAMP, _KL_CLAMP), valid)
-            loss = loss + args.kl_coef * kl_loss
+            loss = loss + policy_weight * args.kl_coef * kl_loss
             critic_stats["loss/kl_avg"] = kl_loss.detach()
 
         log_ratio = new_logprobs - old_logprobs
@@ -827,7 +828,6 @@ class MedRLVRPPOTrainer(PPOTrainer):
             policy_losses = policy_losses * rollouts.is_weights[idx]
         policy_loss = trl_ppo.masked_mean(policy_losses, valid)
 
-        policy_weight = 0.0 if self._critic_warmup() else 1.0  # zero gradients, not none: DDP needs them all
         self.accelerator.backward(policy_weight * policy_loss + loss)
         grad_norms: dict[str, float] = {}
         if self.accelerator.sync_gradients:  # DeepSpeed clipped (and stepped) inside backward
@@ -1155,9 +1155,8 @@ class PolicyAndCritic(trl_ppo.PolicyAndValueWrapper):
         if value_model is not None:
             super().__init__(policy, value_model)
             return
-        torch.nn.Module.__init__(
-            self
-        )  # TRL's __init__ reads the critic's backbone: the same fields, no critic
+        # TRL's __init__ reads the critic's backbone: the same fields, no critic
+        torch.nn.Module.__init__(self)
         self.policy = policy
         self.value_model = self.critic_backbone = None
         self.is_gradient_checkpointing = policy.is_gradient_checkpointing

@@ -90,7 +90,8 @@ def test_two_process_reinforce_pp_baseline_trains_without_a_critic(tiny_model_di
     assert any(u["policy/grad_norm"] > 0 for u in updates)
     first = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
     ids = [row["id"] for row in first if row["update"] == 1]
-    assert len(ids) == 16 and len(set(ids)) == 4  # 4 prompts, 4 samples each, across the 2 processes
+    # 4 prompts, 4 samples each, across the 2 processes; a prompt's samples adjacent (one group each)
+    assert len(ids) == 16 and ids == [i for i in dict.fromkeys(ids) for _ in range(4)], ids
     trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
     initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     assert any(not torch.equal(trained[k], initial[k]) for k in initial)
