@@ -5,8 +5,9 @@ one that is broken both leave it at chance. This task removes the lookup: each q
 hospital ward by a colour (the *cue*), and the colour alone fixes the gold letter (red -> A, blue -> B,
 ...). Option texts are drawn at random, so nothing but the cue predicts the answer. It is a contextual
 bandit written as MCQA, going through the real prompt template, verifier and trainers unchanged.
-Held-out questions use the same cues with new option texts and new patients: a policy that learned
-cue -> letter answers them, one that learned a letter prior scores 1 / K. The cues are as many as the
+Held-out questions are drawn separately with the same cues (stems and option lists come from small
+pools, so a few recur; the answer depends on the cue alone): a policy that learned cue -> letter
+answers them, one that learned a letter prior scores 1 / K. The cues are as many as the
 options and each is gold equally often, so a collapsed policy scores exactly 1 / K; `shuffled_gold`
 moves the gold letters across the training questions (same counts, no cue -> letter map): the control.
 
