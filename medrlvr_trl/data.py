@@ -262,8 +262,12 @@ def _load_hub_split(repo: str, config: str, split: str, revision: str | None = N
     pinned = {} if revision is None else {"revision": revision}
     try:
         return datasets.load_dataset(repo, config or None, split=split, **pinned)
-    except RuntimeError as err:
-        if not config or "scripts are no longer supported" not in str(err):
+    except (RuntimeError, ValueError) as err:
+        # At a commit of the parquet export there is no script, and `datasets` reads the repo as plain
+        # files, in which the config name is not a builder config: that read is the parquet one below.
+        script = isinstance(err, RuntimeError) and "scripts are no longer supported" in str(err)
+        export_commit = isinstance(err, ValueError) and revision is not None and f"'{config}'" in str(err)
+        if not config or not (script or export_commit):
             raise
     logger.info(
         "%s is a loading script; reading config %s from its parquet export (%s)", repo, config, PARQUET_EXPORT

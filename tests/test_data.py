@@ -610,3 +610,28 @@ def test_one_index_of_the_training_set_serves_several_test_sets_and_is_fast():
 def test_within_set_duplicates_keep_the_first_of_each_group():
     questions = ["What causes fever?", "Other question", "what  causes FEVER", "Other question!", "Third"]
     assert unique_question_indices(questions) == [0, 1, 4]
+
+
+def test_a_pinned_commit_of_the_parquet_export_reads_the_config_folder(monkeypatch):
+    """A pinned commit of `refs/convert/parquet` holds no script: `datasets` refuses the config name
+    there (ValueError, not the script RuntimeError), and the config's folder at that commit is read."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    sha = "0" * 40
+    calls = []
+
+    def fake_load_dataset(repo, config=None, *, split, data_dir=None, revision=None):
+        calls.append((repo, config, data_dir, revision, split))
+        if config is not None:
+            raise ValueError(f"BuilderConfig '{config}' not found. Available: ['default']")
+        return _bigbio_source_rows(answer="A")
+
+    monkeypatch.setattr(data.datasets, "load_dataset", fake_load_dataset)
+
+    ds = load_mcqa("bigbio/med_qa:med_qa_en_source", "train", revision=sha)
+
+    assert calls == [
+        ("bigbio/med_qa", "med_qa_en_source", None, sha, "train"),
+        ("bigbio/med_qa", None, "med_qa_en_source", sha, "train"),
+    ]
+    assert ds[0]["answer"] == "A"
