@@ -111,7 +111,7 @@ def load_base(task: str, root: Path = CONFIG_ROOT) -> CompareBase:
         raise UserError(f"{path}: prompts x samples per update must split into optimizer_steps_per_update")
     methods = {}
     for name, entry in loaded["methods"].items():
-        if entry.get("family") not in RECIPES:
+        if not isinstance(entry, dict) or entry.get("family") not in RECIPES:
             raise UserError(f"{path}: method {name}: family must be one of {', '.join(RECIPES)}")
         methods[name] = Method(name, entry["family"], dict(entry.get("options") or {}))
     return CompareBase(
