@@ -1,8 +1,8 @@
-"""`make sanity`: PPO, GRPO and RLOO each train the sanity base (`demo.sanity.sanity_base`: the demo's base
-after a format warm-up) on the sanity task (`demo.sanity`),
-where the gold letter follows from a cue in the question; a control run trains PPO on shuffled gold
-letters. Held-out accuracy before and after comes from the evaluation recipe; nothing here decides
-that a trainer "worked": the bar in `summary.json` is computed from the measured numbers.
+"""`make sanity`: PPO, GRPO and RLOO each train the sanity base (`demo.sanity.sanity_base`: the demo's
+base after a format warm-up) on the sanity task (`demo.sanity`), where the gold letter follows from a
+cue in the question; a control run trains PPO on shuffled gold letters. Held-out accuracy before and
+after comes from the evaluation recipe; nothing here decides that a trainer "worked": the bar in
+`summary.json` is computed from the measured numbers.
 
 Every stage is a recipe run as a subprocess with the command line a user would type (logs in
 `<output_dir>/logs/`). Outputs: `summary.json`, `curves.png` (training accuracy, letter entropy and
