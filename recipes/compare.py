@@ -143,15 +143,16 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 def check_inputs(base, args: CompareArguments) -> None:
-    """Everything a run needs, before anything trains; each gap is one line (exit code 2)."""
-    for path, hint in base.requires.items():
-        if not (REPO / path).exists():
-            raise UserError(f"{path} does not exist: {hint}")
+    """Everything a run needs, before anything trains; each gap is one line (exit code 2). The command
+    line first: a misspelt method is reported as such on a fresh clone too, where inputs are missing."""
     unknown = sorted(set(args.methods) - set(base.methods))
     if unknown:
         raise UserError(
             f"--methods: unknown {', '.join(unknown)}; the {base.task} task has {', '.join(base.methods)}"
         )
+    for path, hint in base.requires.items():
+        if not (REPO / path).exists():
+            raise UserError(f"{path} does not exist: {hint}")
     stale = stale_files(base)
     if stale:
         raise UserError(
