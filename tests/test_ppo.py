@@ -183,6 +183,18 @@ def test_batch_plan_counts_rollouts_steps_and_updates(tmp_path):
     assert plan.epochs == pytest.approx(0.128)  # 4 updates x 32 rollouts of 1,000 questions
 
 
+def prompt_batch_ids(args, plan, size: int, rank: int, update: int) -> list[int]:
+    """The question indices process `rank` reads for `update`, from the trainer's own `_prompt_batch` on
+    a stand-in holding only what it reads (questions 0..size-1, each one token: its index)."""
+    fake = SimpleNamespace(
+        plan=plan, train_dataset_len=size, train_dataset=[{"input_ids": [i]} for i in range(size)],
+        accelerator=SimpleNamespace(process_index=rank, device="cpu"), args=args, _epoch_cache={},
+        _epoch_prompts=None, data_collator=lambda rows: {"input_ids": torch.tensor([r["input_ids"] for r in rows])},
+    )  # fmt: skip
+    fake._epoch_data = lambda epoch: MedRLVRPPOTrainer._epoch_data(fake, epoch)
+    return MedRLVRPPOTrainer._prompt_batch(fake, update)[:, 0].tolist()
+
+
 def test_every_question_is_seen_once_per_epoch_when_updates_do_not_divide_it(tmp_path):
     """10 questions, 2 processes x 2 rollouts per update: epochs end mid-update and carry over (the paper
     config's 10,178 questions in updates of 1,024 used to drop 962 per epoch)."""
@@ -193,14 +205,8 @@ def test_every_question_is_seen_once_per_epoch_when_updates_do_not_divide_it(tmp
                            samples_per_prompt=1)  # fmt: skip
     seen: dict[int, list[int]] = {rank: [] for rank in range(world)}
     for rank in range(world):
-        fake = SimpleNamespace(
-            plan=plan, train_dataset_len=size, train_dataset=[{"input_ids": [i]} for i in range(size)],
-            accelerator=SimpleNamespace(process_index=rank, device="cpu"), args=args, _epoch_cache={},
-            _epoch_prompts=None, data_collator=lambda rows: {"input_ids": torch.tensor([r["input_ids"] for r in rows])},
-        )  # fmt: skip
-        fake._epoch_data = lambda epoch, fake=fake: MedRLVRPPOTrainer._epoch_data(fake, epoch)
         for update in range(1, 16):  # 60 rollouts: 6 epochs
-            seen[rank].append(MedRLVRPPOTrainer._prompt_batch(fake, update)[:, 0].tolist())
+            seen[rank].append(prompt_batch_ids(args, plan, size, rank, update))
     stream = [row for update in range(15) for rank in range(world) for row in seen[rank][update]]
     epochs = [stream[e * size : (e + 1) * size] for e in range(6)]
     assert all(sorted(epoch) == list(range(size)) for epoch in epochs)

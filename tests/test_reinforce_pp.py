@@ -31,6 +31,7 @@ from medrlvr_trl.user_errors import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 import ppo_medqa  # noqa: E402
+from test_ppo import prompt_batch_ids  # noqa: E402
 
 TINY_CONFIG = str(REPO / "recipes/configs/tiny/reinforce_pp.yaml")
 PAPER_CONFIG = str(REPO / "recipes/configs/reinforce_pp_qwen2.5-3b.yaml")
@@ -167,15 +168,7 @@ def test_each_prompt_is_sampled_num_samples_per_prompt_times_on_one_process(tmp_
     args = _config(tmp_path, seed=1)
     size, world = 12, 2
     plan = SimpleNamespace(prompts_per_update=4, prompts_per_device=2, samples_per_prompt=4)
-    batches = []
-    for rank in range(world):
-        fake = SimpleNamespace(
-            plan=plan, train_dataset_len=size, train_dataset=[{"input_ids": [i]} for i in range(size)],
-            accelerator=SimpleNamespace(process_index=rank, device="cpu"), args=args, _epoch_cache={},
-            _epoch_prompts=None, data_collator=lambda rows: {"input_ids": torch.tensor([r["input_ids"] for r in rows])},
-        )  # fmt: skip
-        fake._epoch_data = lambda epoch, fake=fake: MedRLVRPPOTrainer._epoch_data(fake, epoch)
-        batches.append(MedRLVRPPOTrainer._prompt_batch(fake, 1)[:, 0].tolist())
+    batches = [prompt_batch_ids(args, plan, size, rank, update=1) for rank in range(world)]
     for batch in batches:
         assert len(batch) == 8 and batch[:4] == [batch[0]] * 4 and batch[4:] == [batch[4]] * 4
         assert batch[0] != batch[4]
