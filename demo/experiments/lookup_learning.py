@@ -16,7 +16,8 @@ Each training row is one answer key over single-token words of the demo corpus:
     Key: tailor is option A.
     ...
 
-Every option is asked once, so a row holds 2 to `--max_options` lookups. `--loss letter` puts the loss
+By default every option is asked once, so a row holds 2 to `--max_options` lookups and its last key
+can be answered by elimination; `--keys_per_row 1` asks one, which only a lookup answers. `--loss letter` puts the loss
 on the answer-bearing tokens only (the densest signal for this skill); `--loss all` scores every token
 after the options list (the list itself is random, so it is never scored).
 The probe asks one key of a fresh `--probe_options`-option list (chance 1 / that) over words that also
@@ -73,9 +74,18 @@ class LookupRows:
     """
 
     def __init__(
-        self, tokenizer, words: list[str], *, row_format: str, max_options: int, loss: str, seed: int
+        self,
+        tokenizer,
+        words: list[str],
+        *,
+        row_format: str,
+        max_options: int,
+        loss: str,
+        seed: int,
+        keys_per_row: int = 0,
     ):
         self.tokenizer, self.words, self.row_format, self.loss = tokenizer, words, row_format, loss
+        self.keys_per_row = keys_per_row  # 0: every option asked (the last one by elimination)
         self.options_cap = max_options  # rows have 2 to this many options; a curriculum raises it
         self.rng = random.Random(seed)
         self.letter_ids = [self._ids(" " + letter)[0] for letter in LETTERS[:max_options]]
@@ -92,7 +102,8 @@ class LookupRows:
     def key_row(self, words: list[str]) -> tuple[list[int], list[int]]:
         ids = self.options_header(words)
         labels = [IGNORE] * len(ids)
-        for index in self.rng.sample(range(len(words)), len(words)):
+        asked = len(words) if self.keys_per_row == 0 else min(self.keys_per_row, len(words))
+        for index in self.rng.sample(range(len(words)), asked):
             question = self._ids(f"Key: {words[index]} is option")
             part = question + [self.letter_ids[index]] + self._ids(".\n")
             ids += part
@@ -181,6 +192,12 @@ def main() -> None:
     parser.add_argument("--probe_options", type=int, default=5)
     parser.add_argument("--format", choices=("key", "scan"), default="key", help="see LookupRows")
     parser.add_argument("--loss", choices=("letter", "all"), default="letter")
+    parser.add_argument(
+        "--keys_per_row",
+        type=int,
+        default=0,
+        help="key rows: ask this many options (0: all; with every item asked the last key is answered by elimination)",
+    )
     parser.add_argument("--tied_qk_init", action="store_true", help="see tie_query_key_init")
     parser.add_argument(
         "--grow_options_every", type=int, default=0, help="curriculum: start at 2 options, +1 every N steps"
@@ -199,7 +216,13 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(build_tiny(args.build_dir, spec).policy))
     words = single_token_words(tokenizer, Path(DEFAULT_CORPUS).read_text(encoding="utf-8"))
     rows = LookupRows(
-        tokenizer, words, row_format=args.format, max_options=args.max_options, loss=args.loss, seed=args.seed
+        tokenizer,
+        words,
+        row_format=args.format,
+        max_options=args.max_options,
+        loss=args.loss,
+        seed=args.seed,
+        keys_per_row=args.keys_per_row,
     )
     config = Qwen2Config(
         vocab_size=len(tokenizer),
@@ -220,7 +243,7 @@ def main() -> None:
     print(machine_line())
     print(
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(words)} words, "
-        f"{args.format} rows, loss on {args.loss}, batch {args.batch_size}, lr {args.learning_rate}, tied q/k init "
+        f"{args.format} rows ({args.keys_per_row or 'all'} keys asked), loss on {args.loss}, batch {args.batch_size}, lr {args.learning_rate}, tied q/k init "
         f"{args.tied_qk_init}, options grow every {args.grow_options_every or '-'} steps\n"
     )
     probed = ("copy", "letter") if args.format == "scan" else ("letter",)
