@@ -29,6 +29,9 @@ from medrlvr_trl.user_errors import UserError
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+# What a checkpoint holds, beside accelerate's files: the settings that decide which models and
+# optimizers it saved, so a resume under other settings is refused with one line before loading.
+SHAPE_FILE = "checkpoint_shape.json"
 
 
 def checkpoint_path(root: str | Path, step: int) -> Path:
@@ -50,9 +53,17 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 
 
 def save_checkpoint(
-    accelerator: Accelerator, root: str | Path, step: int, *, keep: int | None = None
+    accelerator: Accelerator,
+    root: str | Path,
+    step: int,
+    *,
+    keep: int | None = None,
+    shape: dict[str, Any] | None = None,
 ) -> Path:
-    """Save the full training state for `step`; keep only the newest `keep` checkpoints."""
+    """Save the full training state for `step`; keep only the newest `keep` checkpoints.
+
+    `shape`: settings that decide what was saved (see `check_checkpoint_shape`), written beside it.
+    """
     final = checkpoint_path(root, step)
     staging = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process and staging.exists():
@@ -61,6 +72,8 @@ def save_checkpoint(
     accelerator.save_state(str(staging))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if shape is not None:
+            (staging / SHAPE_FILE).write_text(json.dumps(shape, indent=2) + "\n", encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)
@@ -70,6 +83,25 @@ def save_checkpoint(
         logger.info("saved checkpoint %s", final)
     accelerator.wait_for_everyone()
     return final
+
+
+def check_checkpoint_shape(path: str | Path, shape: dict[str, Any]) -> None:
+    """Refuse, before loading, a checkpoint saved under settings that change what it holds.
+
+    A PPO checkpoint with a critic cannot continue as a critic-free run (or the reverse): accelerate
+    would fail deep inside `load_state` on missing weights. Checkpoints without the record are loaded
+    as they are.
+    """
+    record = Path(path) / SHAPE_FILE
+    if not record.is_file():
+        return
+    saved = json.loads(record.read_text(encoding="utf-8"))
+    for name, value in shape.items():
+        if name in saved and saved[name] != value:
+            raise UserError(
+                f"{path} was saved with {name}={saved[name]!r} but this run has {name}={value!r}; "
+                f"pass --{name} {saved[name]} to continue that run, or a new --output_dir to start this one"
+            )
 
 
 def load_checkpoint(accelerator: Accelerator, path: str | Path) -> None:

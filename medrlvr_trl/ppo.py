@@ -56,7 +56,13 @@ from trl.models.utils import add_hooks, remove_hooks
 from trl.trainer.utils import selective_log_softmax
 
 from medrlvr_trl import run_logs
-from medrlvr_trl.checkpoint import latest_checkpoint, load_checkpoint, refuse_unless_resuming, save_checkpoint
+from medrlvr_trl.checkpoint import (
+    check_checkpoint_shape,
+    latest_checkpoint,
+    load_checkpoint,
+    refuse_unless_resuming,
+    save_checkpoint,
+)
 from medrlvr_trl.configs import VerifierOptions
 from medrlvr_trl.dynamics import CompletionFeatures, completion_features, stage_metrics
 from medrlvr_trl.modeling import cast_saved_weights, gathered
@@ -315,6 +321,27 @@ class Rollouts:
     features: list[CompletionFeatures] = field(default_factory=list)  # stage and hacking features
     term_values: dict[str, torch.Tensor] = field(default_factory=dict)  # (B,) per reward term, unweighted
     scores: torch.Tensor | None = None  # (B,)
+
+
+def checkpoint_shape(args: MedRLVRPPOConfig) -> dict[str, Any]:
+    """The settings that decide which models a checkpoint holds (with or without the critic)."""
+    return {"advantage_estimator": args.advantage_estimator}
+
+
+def checkpoint_to_resume(args: MedRLVRPPOConfig) -> Path | None:
+    """The checkpoint this run continues from (`resume_from_checkpoint`, else the newest in output_dir),
+    refused in one line if `resume` is off or it was saved with or without a critic unlike this run.
+    Cheap, so the recipe calls it before anything loads and the trainer again before it loads state."""
+    path = (
+        Path(args.resume_from_checkpoint)
+        if args.resume_from_checkpoint
+        else latest_checkpoint(args.output_dir)
+    )
+    if path is None:
+        return None
+    refuse_unless_resuming(args.output_dir, path, resume=args.resume)
+    check_checkpoint_shape(path, checkpoint_shape(args))
+    return path
 
 
 class MedRLVRPPOTrainer(PPOTrainer):
@@ -901,7 +928,13 @@ class MedRLVRPPOTrainer(PPOTrainer):
             self.control = self.callback_handler.on_step_end(args, self.state, self.control)
             stop = preemption is not None and preemption.should_stop(accelerator)  # same on every rank
             if stop or update % self.state.save_steps == 0 or update == plan.num_updates:
-                save_checkpoint(accelerator, args.output_dir, update, keep=args.save_total_limit)
+                save_checkpoint(
+                    accelerator,
+                    args.output_dir,
+                    update,
+                    keep=args.save_total_limit,
+                    shape=checkpoint_shape(args),
+                )
                 self.control = self.callback_handler.on_save(args, self.state, self.control)
             if stop:
                 break
@@ -914,14 +947,9 @@ class MedRLVRPPOTrainer(PPOTrainer):
 
     def _resume_if_possible(self) -> None:
         args = self.args
-        path = (
-            Path(args.resume_from_checkpoint)
-            if args.resume_from_checkpoint
-            else latest_checkpoint(args.output_dir)
-        )
+        path = checkpoint_to_resume(args)
         if path is None:
             return
-        refuse_unless_resuming(args.output_dir, path, resume=args.resume)
         load_checkpoint(self.accelerator, path)
         if self.accelerator.is_main_process:
             for name in (METRICS_FILE, COMPLETIONS_FILE):

@@ -39,7 +39,7 @@ from medrlvr_trl.modeling import (  # noqa: E402
     trainable_dtype,
 )
 from medrlvr_trl.option_order import shuffled_rows  # noqa: E402
-from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer, plan_batches  # noqa: E402
+from medrlvr_trl.ppo import MedRLVRPPOConfig, MedRLVRPPOTrainer, checkpoint_to_resume, plan_batches  # noqa: E402
 from medrlvr_trl.preemption import PreemptionHandler  # noqa: E402
 from medrlvr_trl.progress import TrainerProgress  # noqa: E402
 from medrlvr_trl.prompts import get_template  # noqa: E402
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         log_memory_plan(ppo_args, model_args, launch_config=script_args.launch_config)
         return
 
+    checkpoint_to_resume(ppo_args)  # a checkpoint this run cannot continue is refused before loading
     rows, skipped, tokenizer = load_rows_and_tokenizer(script_args, model_args, recipe="ppo")
 
     def epoch_prompts(epoch: int):

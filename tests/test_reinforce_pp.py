@@ -229,6 +229,32 @@ def test_a_bad_reinforce_pp_config_is_one_line_and_exit_code_2_before_anything_l
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
 
 
+@pytest.mark.parametrize("first, then", [("gae", "reinforce_pp_baseline"), ("reinforce_pp_baseline", "gae")])
+def test_resuming_a_checkpoint_saved_with_the_other_estimator_is_one_line_before_anything_loads(
+    first, then, tiny_model_dir, tmp_path, capsys, monkeypatch
+):
+    """A checkpoint with a critic cannot continue critic-free (or the reverse): accelerate would fail
+    inside load_state, after the models loaded."""
+    configs = {"gae": str(REPO / "recipes/configs/tiny/ppo.yaml"), "reinforce_pp_baseline": TINY_CONFIG}
+    out = tmp_path / "run"
+    common = ["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out), "--total_episodes", "8"]
+    ppo_medqa.main(["--config", configs[first], *common])
+    [checkpoint] = out.glob("checkpoint-*")
+    assert json.loads((checkpoint / "checkpoint_shape.json").read_text()) == {"advantage_estimator": first}
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("data or models loaded before the checkpoint was checked")
+
+    monkeypatch.setattr(ppo_medqa, "load_rows_and_tokenizer", must_not_load)
+    capsys.readouterr()  # the first run's progress bars
+    with pytest.raises(SystemExit) as stopped:
+        run_command(ppo_medqa.main, ["--config", configs[then], *common, "--advantage_estimator", then])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert f"advantage_estimator={first!r} but this run has advantage_estimator={then!r}" in err
+
+
 # ------------------------------------------------------------------ a tiny run
 
 
