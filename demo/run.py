@@ -25,10 +25,9 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from typing import Any
 import yaml
 
 from demo.pretrain import PretrainSpec, pretrain_base
+from medrlvr_trl.stages import OFFLINE_ENV, run_stage
 from medrlvr_trl.tiny import TinySpec
 from medrlvr_trl.user_errors import UserError, run_command
 
@@ -43,7 +43,6 @@ logger = logging.getLogger("demo.run")
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "recipes" / "configs" / "demo"
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 # Measured on the 2-core demo machine: the tiny model trains faster on one intra-op thread than on
 # two (0.6 s vs 1.0-1.4 s per pretraining step); set OMP_NUM_THREADS yourself to override.
 DEFAULT_THREADS = "1"
@@ -136,53 +135,6 @@ class StageClock:
         return self.seconds[stage]
 
 
-def run_stage(
-    stage: str,
-    command: Sequence[str],
-    log_path: Path,
-    *,
-    progress: Callable[[], tuple[int, int | None]] | None = None,
-    verbose: bool = False,
-) -> None:
-    """Run one recipe as a subprocess, its output in `log_path`, with a progress bar meanwhile.
-
-    `progress()` returns (done, total) read from the stage's own output files. A failing recipe
-    raises RuntimeError with the end of its log, so the cause is on screen without opening files.
-    """
-    from tqdm.auto import tqdm
-
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **OFFLINE_ENV}
-    env.setdefault("OMP_NUM_THREADS", DEFAULT_THREADS)
-    logger.debug("%s: %s", stage, " ".join(command))
-    with log_path.open("w", encoding="utf-8") as log:
-        log.write("$ " + " ".join(command) + "\n")
-        log.flush()
-        process = subprocess.Popen(
-            list(command), cwd=REPO, env=env, stdout=None if verbose else log, stderr=subprocess.STDOUT
-        )
-        bar = None if verbose else tqdm(desc=f"  {stage}", unit="step", leave=False, dynamic_ncols=True)
-        try:
-            while process.poll() is None:
-                time.sleep(1.0)
-                if bar is not None and progress is not None:
-                    done, total = progress()
-                    bar.total = total
-                    bar.n = done
-                    bar.refresh()
-        except BaseException:
-            process.kill()
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-    if process.returncode != 0:
-        tail = "".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-25:])
-        raise RuntimeError(
-            f"demo stage {stage!r} failed (exit code {process.returncode}); full log: {log_path}\n{tail}"
-        )
-
-
 def count_lines(path: Path) -> int:
     try:
         with path.open("rb") as handle:
@@ -207,7 +159,7 @@ def tqdm_progress(log_path: Path) -> tuple[int, int | None]:
 def run_demo(options: DemoOptions) -> dict[str, Any]:
     """Run every stage and write the report; returns the summary that went to `summary.json`."""
     os.environ.update(OFFLINE_ENV)
-    _limit_threads()
+    use_demo_threads()
     out, configs = options.output_dir, options.config_dir
     python = sys.executable
     clock = StageClock({})
@@ -366,11 +318,12 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     return summary
 
 
-def _limit_threads() -> None:
-    """Use `OMP_NUM_THREADS` (default `DEFAULT_THREADS`) intra-op threads in this process too."""
+def use_demo_threads() -> None:
+    """`OMP_NUM_THREADS` (default `DEFAULT_THREADS`) intra-op threads, here and in every stage it starts."""
     import torch
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", DEFAULT_THREADS)))
+    os.environ.setdefault("OMP_NUM_THREADS", DEFAULT_THREADS)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def _rel(path: Path) -> str:

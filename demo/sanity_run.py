@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from demo.pretrain import pretrain_base
-from demo.run import REPO, count_lines, load_pretrain_spec, run_stage
+from demo.run import REPO, count_lines, load_pretrain_spec, use_demo_threads
 from demo.sanity import sanity_base
 from medrlvr_trl.evaluation import prediction_path
 from medrlvr_trl.prompts import LETTERS
 from medrlvr_trl.run_logs import COMPLETIONS_FILE, METRICS_FILE, read_rows
+from medrlvr_trl.stages import run_stage
 from medrlvr_trl.user_errors import UserError, run_command
 
 logger = logging.getLogger("demo.sanity_run")
@@ -240,6 +241,7 @@ def run_sanity(runs: Sequence[str], *, seed: int, output_dir: Path, build_dir: P
         if not (RUNS[name].dataset / "train.jsonl").is_file():
             raise UserError(f"{RUNS[name].dataset / 'train.jsonl'} is missing: run `python -m demo.sanity`")
     output_dir.mkdir(parents=True, exist_ok=True)
+    use_demo_threads()
     spec = load_pretrain_spec(REPO / "recipes" / "configs" / "demo" / "pretrain.yaml", seed=0)
     base = sanity_base(build_dir, pretrain_base(build_dir, spec).path, DATA_DIR / "train.jsonl")
     seconds = {name: train(name, RUNS[name], base, output_dir, seed, verbose) for name in runs}

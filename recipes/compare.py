@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -48,10 +45,10 @@ from medrlvr_trl.compare import (  # noqa: E402
 )
 from medrlvr_trl.configs import parse_config  # noqa: E402
 from medrlvr_trl.recipe_setup import setup_logging  # noqa: E402
+from medrlvr_trl.stages import run_stage  # noqa: E402
 from medrlvr_trl.user_errors import UserError, run_command  # noqa: E402
 
 logger = logging.getLogger("compare")
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 @dataclass
@@ -184,26 +181,6 @@ def check_budgets(base, methods: Sequence[str], extra: dict[str, list[str]]):
     if len(set(budgets.values())) != 1:
         raise UserError(f"the runs' budgets differ: {budgets}")
     return next(iter(budgets.values()))
-
-
-def run_stage(what: str, command: list[str], log_path: Path) -> None:
-    """Run one recipe with its output in `log_path`; a failure names the log and shows its end."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("%s: %s", what, shlex.join(command))
-    with log_path.open("w", encoding="utf-8") as log:
-        log.write("$ " + shlex.join(command) + "\n")
-        log.flush()
-        done = subprocess.run(
-            command,
-            cwd=REPO,
-            env={**os.environ, **OFFLINE_ENV},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    if done.returncode != 0:
-        tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
-        raise RuntimeError(f"{what} failed (exit code {done.returncode}); log {log_path}:\n{tail}")
 
 
 if __name__ == "__main__":
