@@ -23,15 +23,14 @@ import hashlib
 import json
 import logging
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medrlvr_trl import tiny
-from medrlvr_trl.tiny import TinySpec, _exclusive_lock, _swap_into_place, _versions, build_tiny
+from medrlvr_trl.build_cache import build_once, package_versions, stored_record
+from medrlvr_trl.tiny import TinySpec, build_tiny
 from medrlvr_trl.user_errors import UserError, run_command
 
 logger = logging.getLogger(__name__)
@@ -106,41 +105,37 @@ def pretrain_base(build_dir: str | Path, spec: PretrainSpec = PretrainSpec()) ->
     corpus = _read_corpus(spec.corpus)
     target = root / BASE_DIR
     fingerprint = _fingerprint(spec, corpus)
-    stored = _stored_record(target)
-    if stored.get("fingerprint") == fingerprint:
+    if (stored := stored_record(target, FINGERPRINT_FILE)).get("fingerprint") == fingerprint:
         logger.info("pretrained base model in %s is up to date (cached)", target)
         return PretrainResult(target, rebuilt=False, final_loss=stored["final_loss"], seconds=0.0)
 
     tiny = build_tiny(root / TINY_DIR, spec.tiny)
-    root.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(root / f".{BASE_DIR}.lock"):
-        stored = _stored_record(target)
-        if stored.get("fingerprint") == fingerprint:
-            return PretrainResult(target, rebuilt=False, final_loss=stored["final_loss"], seconds=0.0)
-        if target.exists() and any(target.iterdir()) and not (target / FINGERPRINT_FILE).is_file():
-            raise UserError(
-                f"{target} exists and is not a pretrain output (no {FINGERPRINT_FILE}); remove it"
-            )
-        staging = Path(tempfile.mkdtemp(prefix=f".{BASE_DIR}-building-", dir=root))
-        staging.chmod(0o755)
-        try:
-            start = time.perf_counter()
-            losses = _train(tiny.policy, corpus, spec, staging)
-            seconds = time.perf_counter() - start
-            record = {
-                "fingerprint": fingerprint,
-                "spec": dataclasses.asdict(spec),
-                "versions": _versions(),
-                "final_loss": losses[-1][1],
-                "seconds": round(seconds, 1),
-                "loss_curve": losses,
-            }
-            (staging / FINGERPRINT_FILE).write_text(json.dumps(record, indent=2) + "\n")
-            _swap_into_place(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    logger.info("pretrained base model in %s (final loss %.3f, %.0f s)", target, losses[-1][1], seconds)
-    return PretrainResult(target, rebuilt=True, final_loss=losses[-1][1], seconds=seconds)
+
+    def build(staging: Path) -> dict:
+        start = time.perf_counter()
+        losses = train_causal_lm(tiny.policy, corpus, spec, staging)
+        return {
+            "spec": dataclasses.asdict(spec),
+            "versions": package_versions(),
+            "final_loss": losses[-1][1],
+            "seconds": round(time.perf_counter() - start, 1),
+            "loss_curve": losses,
+        }
+
+    record, rebuilt = build_once(target, fingerprint, build, record_file=FINGERPRINT_FILE, what="pretrain")
+    if rebuilt:
+        logger.info(
+            "pretrained base model in %s (final loss %.3f, %.0f s)",
+            target,
+            record["final_loss"],
+            record["seconds"],
+        )
+    return PretrainResult(
+        target,
+        rebuilt=rebuilt,
+        final_loss=record["final_loss"],
+        seconds=record["seconds"] if rebuilt else 0.0,
+    )
 
 
 def _read_corpus(path: str) -> str:
@@ -169,17 +164,9 @@ def _fingerprint(spec: PretrainSpec, corpus: str) -> str:
         "spec": spec_fields,
         "extra_corpora": [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in spec.tiny.extra_corpora],
         "corpus": hashlib.sha256(corpus.encode("utf-8")).hexdigest(),
-        "versions": _versions(),
+        "versions": package_versions(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def _stored_record(target: Path) -> dict:
-    try:
-        record = json.loads((target / FINGERPRINT_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def corpus_token_stream(tokenizer, corpus: str) -> list[int]:
@@ -206,7 +193,7 @@ def _learning_rate(step: int, spec: PretrainSpec) -> float:
     )
 
 
-def _train(init_dir: Path, corpus: str, spec: PretrainSpec, out: Path) -> list[tuple[int, float]]:
+def train_causal_lm(init_dir: Path, corpus: str, spec: PretrainSpec, out: Path) -> list[tuple[int, float]]:
     """Next-token training on random windows of the corpus stream; saves model + tokenizer to `out`."""
     import torch
     from tqdm.auto import tqdm

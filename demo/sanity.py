@@ -31,15 +31,13 @@ import hashlib
 import json
 import logging
 import random
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from demo.pretrain import FINGERPRINT_FILE, PretrainSpec, _train
+from demo.pretrain import FINGERPRINT_FILE, PretrainSpec, train_causal_lm
+from medrlvr_trl.build_cache import build_once, package_versions
 from medrlvr_trl.prompts import LETTERS, build_prompt
-from medrlvr_trl.tiny import _exclusive_lock, _swap_into_place, _versions
 
 logger = logging.getLogger(__name__)
 
@@ -179,25 +177,19 @@ def sanity_base(build_dir: str | Path, demo_base: str | Path, train_file: str | 
         "corpus": hashlib.sha256(corpus.encode("utf-8")).hexdigest(),
         "spec": {k: v for k, v in dataclasses.asdict(WARMUP).items() if k not in ("tiny", "corpus")},
         "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
-        "versions": _versions(),
+        "versions": package_versions(),
     }
     fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
-    record_path = target / FINGERPRINT_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(target.parent / f".{SANITY_BASE_DIR}.lock"):
-        if record_path.is_file() and json.loads(record_path.read_text()).get("fingerprint") == fingerprint:
-            logger.info("sanity base in %s is up to date (cached)", target)
-            return target
-        staging = Path(tempfile.mkdtemp(prefix=f".{SANITY_BASE_DIR}-building-", dir=target.parent))
-        staging.chmod(0o755)
-        try:
-            losses = _train(demo_base, corpus, WARMUP, staging)
-            record = {"fingerprint": fingerprint, "final_loss": losses[-1][1], "loss_curve": losses}
-            (staging / FINGERPRINT_FILE).write_text(json.dumps(record, indent=2) + "\n")
-            _swap_into_place(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    logger.info("sanity base in %s (warm-up loss %.3f)", target, losses[-1][1])
+
+    def build(staging: Path) -> dict:
+        losses = train_causal_lm(demo_base, corpus, WARMUP, staging)
+        return {"final_loss": losses[-1][1], "loss_curve": losses}
+
+    record, rebuilt = build_once(target, fingerprint, build, record_file=FINGERPRINT_FILE, what="sanity base")
+    if rebuilt:
+        logger.info("sanity base in %s (warm-up loss %.3f)", target, record["final_loss"])
+    else:
+        logger.info("sanity base in %s is up to date (cached)", target)
     return target
 
 

@@ -16,7 +16,6 @@ and renamed into place, so an interrupted build never leaves a folder that looks
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -24,13 +23,11 @@ import importlib.metadata
 import importlib.resources
 import json
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from medrlvr_trl.build_cache import build_once, package_versions
 from medrlvr_trl.rewards import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 from medrlvr_trl.user_errors import UserError, run_command
 
@@ -107,27 +104,17 @@ def build_tiny(build_dir: str | Path, spec: TinySpec = TinySpec()) -> TinyPaths:
     """
     root = Path(build_dir).expanduser().resolve()
     corpora = _read_corpora(spec)
-    fingerprint = _fingerprint(spec, corpora)
-    if _stored_fingerprint(root) == fingerprint:
-        logger.debug("tiny model in %s is up to date", root)
-        return TinyPaths.under(root, rebuilt=False)
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(root.parent / f".{root.name}.lock"):
-        if _stored_fingerprint(root) == fingerprint:  # another process finished it while we waited
-            return TinyPaths.under(root, rebuilt=False)
-        _refuse_foreign_folder(root)
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-building-", dir=root.parent))
-        staging.chmod(0o755)  # mkdtemp makes it private; the finished build is an ordinary folder
-        try:
-            _build_into(staging, spec, corpora)
-            record = {"fingerprint": fingerprint, "spec": dataclasses.asdict(spec), "versions": _versions()}
-            (staging / FINGERPRINT_FILE).write_text(json.dumps(record, indent=2) + "\n")
-            _swap_into_place(staging, root)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    logger.info("built tiny model in %s", root)
-    return TinyPaths.under(root, rebuilt=True)
+    def build(staging: Path) -> dict:
+        _build_into(staging, spec, corpora)
+        return {"spec": dataclasses.asdict(spec), "versions": package_versions()}
+
+    _, rebuilt = build_once(
+        root, _fingerprint(spec, corpora), build, record_file=FINGERPRINT_FILE, what="tiny-model"
+    )
+    if rebuilt:
+        logger.info("built tiny model in %s", root)
+    return TinyPaths.under(root, rebuilt=rebuilt)
 
 
 def _read_corpora(spec: TinySpec) -> list[tuple[str, str]]:
@@ -145,11 +132,6 @@ def _read_corpora(spec: TinySpec) -> list[tuple[str, str]]:
     return corpora
 
 
-def _versions() -> dict[str, str]:
-    # Read from package metadata: importing torch just to check the cache would cost seconds.
-    return {name: importlib.metadata.version(name) for name in ("transformers", "tokenizers", "torch")}
-
-
 def _fingerprint(spec: TinySpec, corpora: Sequence[tuple[str, str]]) -> str:
     """Hash what decides the build: spec (corpus paths by content), corpora, versions, this builder.
 
@@ -160,51 +142,9 @@ def _fingerprint(spec: TinySpec, corpora: Sequence[tuple[str, str]]) -> str:
         "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
         "spec": spec_fields,
         "corpora": [hashlib.sha256(text.encode("utf-8")).hexdigest() for _, text in corpora],
-        "versions": _versions(),
+        "versions": package_versions(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def _stored_fingerprint(root: Path) -> str | None:
-    try:
-        return json.loads((root / FINGERPRINT_FILE).read_text()).get("fingerprint")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-@contextlib.contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    """Serialise builders of the same folder (parallel test sessions share one cache)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: builds still never expose a half-written folder
-        yield
-        return
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _refuse_foreign_folder(root: Path) -> None:
-    """Never replace a non-empty folder this module did not create."""
-    if root.exists() and any(root.iterdir()) and not (root / FINGERPRINT_FILE).is_file():
-        raise ValueError(
-            f"{root} exists and is not a tiny-model build folder (no {FINGERPRINT_FILE}); "
-            "choose an empty or new output folder."
-        )
-
-
-def _swap_into_place(staging: Path, root: Path) -> None:
-    if root.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{root.name}-old-", dir=root.parent))
-        os.replace(root, retired / root.name)
-        os.replace(staging, root)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, root)
 
 
 def _build_into(folder: Path, spec: TinySpec, corpora: Sequence[tuple[str, str]]) -> None:
