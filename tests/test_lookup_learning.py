@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from transformers import AutoTokenizer
 
+from demo.experiments import lookup_learning
 from demo.experiments.lookup_learning import IGNORE, LookupRows
 from medrlvr_trl.prompts import LETTERS
 
@@ -54,3 +57,26 @@ def test_one_key_rows_ask_every_position_about_equally_often(tokenizer):
         [(_, letter)] = asked_keys(tokenizer, ids, labels)
         counts[letter] += 1
     assert min(counts.values()) > 70, counts
+
+
+def test_a_stopped_run_continues_from_its_state_and_matches_a_straight_one(tmp_path):
+    """A 10k-step run takes hours on one core: it must survive being stopped, and a rerun must be the
+    same run, not a new one (model, optimizer and both random streams restored)."""
+    common = ["--probe_every", "2", "--probe_size", "4", "--batch_size", "4", "--num_layers", "1",
+              "--hidden_size", "32", "--keys_per_row", "1", "--save_every", "2",
+              "--build_dir", str(tmp_path / "build")]  # fmt: skip
+    lookup_learning.main([*common, "--steps", "6", "--out", str(tmp_path / "straight.json")])
+    lookup_learning.main([*common, "--steps", "3", "--out", str(tmp_path / "stopped.json")])
+    assert (tmp_path / "stopped.state.pt").is_file()
+    lookup_learning.main([*common, "--steps", "6", "--out", str(tmp_path / "stopped.json")])
+
+    def curve(name: str) -> list[tuple]:
+        rows = json.loads((tmp_path / name).read_text())["curve"]
+        return [(row["step"], row["loss"], row["probe"]["letter"]) for row in rows]
+
+    assert [step for step, *_ in curve("stopped.json")] == [0, 2, 4, 6]
+    assert curve("stopped.json") == curve("straight.json")
+    with pytest.raises(SystemExit):  # other settings are not the same run
+        lookup_learning.main(
+            [*common, "--steps", "6", "--out", str(tmp_path / "stopped.json"), "--seed", "1"]
+        )

@@ -23,6 +23,9 @@ after the options list (the list itself is random, so it is never scored).
 The probe asks one key of a fresh `--probe_options`-option list (chance 1 / that) over words that also
 appear in training, so their embeddings are trained and only the lookup itself is measured.
 
+Long runs write their training state beside `--out` every `--save_every` steps; the same command
+continues from it (a larger `--steps` extends a finished run).
+
     python -m demo.experiments.lookup_learning --steps 3000                   # 2-6 options, probe 5
     python -m demo.experiments.lookup_learning --steps 1500 --max_options 2 --probe_options 2  # control
 """
@@ -31,8 +34,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -181,7 +186,11 @@ def tie_query_key_init(model) -> None:
             attention.k_proj.weight.copy_(query[::group].reshape_as(attention.k_proj.weight))
 
 
-def main() -> None:
+# Options that do not change what a step computes: a rerun may differ in these and still continue.
+RESUMABLE_CHANGES = ("steps", "out", "save_every")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch_size", type=int, default=32)
@@ -207,7 +216,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--build_dir", default="build/bench/lookup")
     parser.add_argument("--out", default="runs/bench/lookup_learning.json")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--save_every",
+        type=int,
+        default=500,
+        help="write the training state beside --out every N steps (0: never); a rerun continues from it",
+    )
+    args = parser.parse_args(argv)
     if not 2 <= args.probe_options <= args.max_options <= len(LETTERS):
         parser.error("need 2 <= --probe_options <= --max_options <= 26")
     torch.set_num_threads(1)
@@ -250,9 +265,25 @@ def main() -> None:
     print(f"probes on {args.probe_options}-option lists; letter chance {100 / args.probe_options:.0f}%\n")
     print("| step | seconds | loss | " + " | ".join(probed) + " |")
     print("| ---: | ---: | ---: |" + " ---: |" * len(probed))
-    curve, start, loss = [], time.perf_counter(), float("nan")
-    for step in range(args.steps + 1):
-        if step % args.probe_every == 0:
+    state_path = Path(args.out).with_suffix(".state.pt")
+    settings = {k: v for k, v in vars(args).items() if k not in RESUMABLE_CHANGES}
+    curve, first_step, elapsed, loss = [], 0, 0.0, float("nan")
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=False)
+        if state["settings"] != settings:
+            changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+            parser.error(
+                f"{state_path} holds a run with other {', '.join(changed)}; remove it or pick another --out"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rows.rng.setstate(state["rows_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        curve, first_step, elapsed, loss = state["curve"], state["step"], state["seconds"], state["loss"]
+        print(f"continuing from step {first_step} ({state_path})", flush=True)
+    start = time.perf_counter() - elapsed
+    for step in range(first_step, args.steps + 1):
+        if step % args.probe_every == 0 and not (curve and curve[-1]["step"] == step):
             model.eval()
             accuracy = rows.probe(model, args.probe_size, args.probe_options)
             model.train()
@@ -262,6 +293,13 @@ def main() -> None:
             print(f"| {step} | {seconds:.0f} | {loss:.3f} | {cells} |", flush=True)
         if step == args.steps:
             break
+        if args.save_every and step % args.save_every == 0 and step > first_step:
+            state = {"settings": settings, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "rows_rng": rows.rng.getstate(), "torch_rng": torch.get_rng_state(), "curve": curve,
+                     "step": step, "seconds": time.perf_counter() - start, "loss": loss}  # fmt: skip
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, state_path.with_suffix(".tmp"))
+            os.replace(state_path.with_suffix(".tmp"), state_path)  # never a half-written state
         if args.grow_options_every:
             rows.options_cap = min(args.max_options, 2 + step // args.grow_options_every)
         input_ids, labels = rows.batch(args.batch_size, tokenizer.pad_token_id)
