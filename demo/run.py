@@ -48,7 +48,7 @@ CONFIG_DIR = REPO / "recipes" / "configs" / "demo"
 DEFAULT_THREADS = "1"
 ID_SPLIT, OOD_SPLIT = "medqa", "mmlu_pro_health"
 MODEL_ORDER = ("random", "base-direct", "base-cot", "sft", "ppo")
-# The learning bar of the demo (issue text): measured on the ID test, never assumed.
+# The learning bar of the demo: measured on the ID test, never assumed.
 BAR_POINTS_OVER_BASE_COT = 25.0
 BAR_TIMES_CHANCE = 2.0
 BAR_FORMAT_VALID = 0.90

@@ -1,6 +1,6 @@
 """Training data pinned and recorded: `dataset_revision` reaches the Hub loader in every training recipe,
 a local path with a revision is a one-line error, and run_info.json's `training_data` names the same
-questions hash as evaluation's results.json (issue 25, item 5)."""
+questions hash as evaluation's results.json."""
 
 from __future__ import annotations
 

@@ -264,7 +264,7 @@ def test_tiny_ppo_run_logs_verifier_metrics_and_saves_the_policy(tiny_model_dir,
     assert policy.config.vocab_size > 0
     info = json.loads((out / "run_info.json").read_text())
     assert info["answer_mode"] == "cot" and info["base_model"] == str(tiny_model_dir)
-    rows = load_mcqa(str(medqa_dir), "train")  # evaluation's hash of the same questions (issue 25)
+    rows = load_mcqa(str(medqa_dir), "train")  # evaluation's hash of the same questions
     assert info["training_data"] == {"source": str(medqa_dir), "split": "train", "category": None,
                                      "revision": None, "n": 16, "questions_sha256": questions_sha256(rows)}  # fmt: skip
     assert "final_metrics" in (out / "README.md").read_text()
