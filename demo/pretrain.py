@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import time
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medrlvr_trl import tiny
-from medrlvr_trl.build_cache import build_once, package_versions, stored_record
+from medrlvr_trl.build_cache import build_once, fingerprint_of, package_versions, stored_record
 from medrlvr_trl.tiny import TinySpec, build_tiny
 from medrlvr_trl.user_errors import UserError, run_command
 
@@ -166,7 +165,7 @@ def _fingerprint(spec: PretrainSpec, corpus: str) -> str:
         "corpus": hashlib.sha256(corpus.encode("utf-8")).hexdigest(),
         "versions": package_versions(),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+    return fingerprint_of(payload)
 
 
 def corpus_token_stream(tokenizer, corpus: str) -> list[int]:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from demo.pretrain import FINGERPRINT_FILE, PretrainSpec, train_causal_lm
-from medrlvr_trl.build_cache import build_once, package_versions
+from medrlvr_trl.build_cache import build_once, fingerprint_of, package_versions
 from medrlvr_trl.prompts import LETTERS, build_prompt
 
 logger = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def sanity_base(build_dir: str | Path, demo_base: str | Path, train_file: str | 
         "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
         "versions": package_versions(),
     }
-    fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+    fingerprint = fingerprint_of(payload)
 
     def build(staging: Path) -> dict:
         losses = train_causal_lm(demo_base, corpus, WARMUP, staging)

@@ -10,6 +10,7 @@ of one folder (test sessions sharing a cache) wait for each other.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -25,6 +26,11 @@ from medrlvr_trl.user_errors import UserError
 def package_versions() -> dict[str, str]:
     """The versions a build depends on, read from package metadata (importing torch costs seconds)."""
     return {name: importlib.metadata.version(name) for name in ("transformers", "tokenizers", "torch")}
+
+
+def fingerprint_of(payload: dict[str, Any]) -> str:
+    """The fingerprint of what decides a build (the same payload always gives the same string)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def stored_record(folder: Path, record_file: str) -> dict[str, Any]:

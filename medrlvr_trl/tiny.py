@@ -21,13 +21,12 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import importlib.resources
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from medrlvr_trl.build_cache import build_once, package_versions
+from medrlvr_trl.build_cache import build_once, fingerprint_of, package_versions
 from medrlvr_trl.rewards import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 from medrlvr_trl.user_errors import UserError, run_command
 
@@ -144,7 +143,7 @@ def _fingerprint(spec: TinySpec, corpora: Sequence[tuple[str, str]]) -> str:
         "corpora": [hashlib.sha256(text.encode("utf-8")).hexdigest() for _, text in corpora],
         "versions": package_versions(),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+    return fingerprint_of(payload)
 
 
 def _build_into(folder: Path, spec: TinySpec, corpora: Sequence[tuple[str, str]]) -> None:
