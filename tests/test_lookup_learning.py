@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 
 from demo.experiments import lookup_learning
 from demo.experiments.lookup_learning import IGNORE, LookupRows
-from medrlvr_trl.prompts import LETTERS
+from medrlvr_trl.prompts import LETTERS, build_prompt
 
 WORDS = ["tailor", "lime", "hive", "harbour", "violin", "parrot"]
 
@@ -80,3 +80,25 @@ def test_a_stopped_run_continues_from_its_state_and_matches_a_straight_one(tmp_p
         lookup_learning.main(
             [*common, "--steps", "6", "--out", str(tmp_path / "stopped.json"), "--seed", "1"]
         )
+
+
+def test_a_prompt_row_is_the_demo_prompt_and_scores_only_the_looked_up_letter(tokenizer):
+    """Prompt rows must be the demo's own prompt (so a lookup learned here is the one a demo base
+    needs), and score only the letter that the lookup decides, at the position the probe reads."""
+    groups = lookup_learning.relation_objects()
+    rows = LookupRows(tokenizer, groups, row_format="prompt", max_options=6, loss="letter", seed=0)
+    texts = groups[0][:5]
+    for gold in range(5):
+        ids, labels, position = rows.prompt_row(texts, gold)
+        expected = build_prompt(lookup_learning.NEUTRAL_QUESTION, texts, template="r1") + (
+            f" <think> The answer is {texts[gold]}. So the answer is option {LETTERS[gold]}."
+            f" </think><answer>{LETTERS[gold]}</answer>"
+        )
+        assert tokenizer.decode(ids[:-1]) == expected and ids[-1] == tokenizer.eos_token_id
+        scored = [i for i, label in enumerate(labels) if label != IGNORE]
+        assert scored == [position + 1]
+        assert tokenizer.decode([labels[position + 1]]) == f" {LETTERS[gold]}"
+    for _ in range(20):  # every training row's options come from one relation
+        ids, _ = rows.row()
+        options = tokenizer.decode(ids).split("Options:\n")[1].split("\nAssistant:")[0].splitlines()
+        assert any({line[3:] for line in options} <= set(group) for group in groups)

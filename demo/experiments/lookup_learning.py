@@ -17,7 +17,12 @@ Each training row is one answer key over single-token words of the demo corpus:
     ...
 
 By default every option is asked once, so a row holds 2 to `--max_options` lookups and its last key
-can be answered by elimination; `--keys_per_row 1` asks one, which only a lookup answers. `--loss letter` puts the loss
+can be answered by elimination; `--keys_per_row 1` asks one, which only a lookup answers.
+`--format prompt` asks the same one-key lookup in the demo's exact prompt: the R1 template over a
+neutral question and the options of one knowledge-table relation (multi-token texts that share
+prefixes, "Gram-positive cocci in clusters" / "Gram-positive cocci in chains"), answered
+`<think> The answer is <text>. So the answer is option C. </think><answer>C</answer>`, the letter
+after "option" scored: the lookup a demo base needs, at the length its rows have. `--loss letter` puts the loss
 on the answer-bearing tokens only (the densest signal for this skill); `--loss all` scores every token
 after the options list (the list itself is random, so it is never scored).
 The probe asks one key of a fresh `--probe_options`-option list (chance 1 / that) over words that also
@@ -44,17 +49,25 @@ import torch
 from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from bench.machine import machine_line
+from demo import knowledge
 from demo.pretrain import DEFAULT_CORPUS, demo_tiny_spec
-from medrlvr_trl.prompts import LETTERS
+from medrlvr_trl.prompts import LETTERS, build_prompt
 from medrlvr_trl.tiny import build_tiny
 
 IGNORE = -100
+NEUTRAL_QUESTION = "Which of the following is the answer?"  # asks no fact: only the lookup is trained
 
 
 def single_token_words(tokenizer, corpus: str) -> list[str]:
     """Lower-case corpus words that the tokenizer encodes, with their leading space, as one token."""
     words = {w for w in corpus.split() if w.isalpha() and w.islower()}
     return sorted(w for w in words if len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1)
+
+
+def relation_objects() -> list[list[str]]:
+    """The knowledge table's option texts, one list per relation (texts within one share prefixes)."""
+    facts = knowledge.read_knowledge(knowledge.DEFAULT_KNOWLEDGE)
+    return list(knowledge.objects_by_relation(facts).values())
 
 
 def pad_rows(rows: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,6 +89,8 @@ class LookupRows:
     copied after its letter and marked yes or no ("C. hive yes"), then "Answer: C". The scan splits
     the lookup into steps a small model may find easier: copy the text that follows a given letter
     (the keys are always the same few letter tokens), and find the letter of the line marked yes.
+    `prompt`: one key in the demo's R1 prompt format (module docstring); `words` is then a list of
+    option-text lists, one per relation, and a row's options come from one of them.
     """
 
     def __init__(
@@ -115,6 +130,21 @@ class LookupRows:
             labels += self._labels(part, [i == len(question) for i in range(len(part))])
         return ids, labels
 
+    def prompt_row(self, texts: list[str], gold: int) -> tuple[list[int], list[int], int]:
+        """A prompt row, and the position that predicts the letter after "So the answer is option"."""
+        prompt = self._ids(build_prompt(NEUTRAL_QUESTION, texts, template="r1"))
+        lead = self._ids(f" <think> The answer is {texts[gold]}. So the answer is option")
+        letter = LETTERS[gold]
+        tail = [self.letter_ids[gold]] + self._ids(f". </think><answer>{letter}</answer>")
+        tail.append(self.tokenizer.eos_token_id)
+        answer = lead + tail
+        labels = [IGNORE] * len(prompt) + self._labels(answer, [i == len(lead) for i in range(len(answer))])
+        return prompt + answer, labels, len(prompt) + len(lead) - 1
+
+    def _options(self, n: int) -> list[str]:
+        pool = self.rng.choice(self.words) if self.row_format == "prompt" else self.words
+        return self.rng.sample(pool, n)
+
     def scan_row(
         self, words: list[str], gold: int
     ) -> tuple[list[int], list[int], list[tuple[str, int, int]]]:
@@ -136,10 +166,11 @@ class LookupRows:
         return ids, labels, probes
 
     def row(self) -> tuple[list[int], list[int]]:
-        words = self.rng.sample(self.words, self.rng.randint(2, self.options_cap))
+        words = self._options(self.rng.randint(2, self.options_cap))
         if self.row_format == "key":
             return self.key_row(words)
-        ids, labels, _ = self.scan_row(words, self.rng.randrange(len(words)))
+        row = self.prompt_row if self.row_format == "prompt" else self.scan_row
+        ids, labels, _ = row(words, self.rng.randrange(len(words)))
         return ids, labels
 
     def batch(self, size: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,11 +183,14 @@ class LookupRows:
         be answered by elimination; a scan probe is scored teacher-forced."""
         hits: dict[str, list[int]] = {}
         for _ in range(n):
-            words = self.rng.sample(self.words, n_options)
+            words = self._options(n_options)
             gold = self.rng.randrange(n_options)
             if self.row_format == "key":
                 ids = self.options_header(words) + self._ids(f"Key: {words[gold]} is option")
                 probes = [("letter", len(ids) - 1, self.letter_ids[gold])]
+            elif self.row_format == "prompt":
+                ids, _, position = self.prompt_row(words, gold)
+                ids, probes = ids[: position + 1], [("letter", position, self.letter_ids[gold])]
             else:
                 ids, _, probes = self.scan_row(words, gold)
             logits = model(torch.tensor([ids])).logits[0]
@@ -199,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num_layers", type=int, default=2)
     parser.add_argument("--max_options", type=int, default=6)
     parser.add_argument("--probe_options", type=int, default=5)
-    parser.add_argument("--format", choices=("key", "scan"), default="key", help="see LookupRows")
+    parser.add_argument("--format", choices=("key", "scan", "prompt"), default="key", help="see LookupRows")
     parser.add_argument("--loss", choices=("letter", "all"), default="letter")
     parser.add_argument(
         "--keys_per_row",
@@ -229,7 +263,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     spec = demo_tiny_spec()
     tokenizer = AutoTokenizer.from_pretrained(str(build_tiny(args.build_dir, spec).policy))
-    words = single_token_words(tokenizer, Path(DEFAULT_CORPUS).read_text(encoding="utf-8"))
+    if args.format == "prompt":
+        words = relation_objects()
+    else:
+        words = single_token_words(tokenizer, Path(DEFAULT_CORPUS).read_text(encoding="utf-8"))
     rows = LookupRows(
         tokenizer,
         words,
@@ -255,10 +292,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         tie_query_key_init(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.95))
 
+    n_texts = sum(map(len, words)) if args.format == "prompt" else len(words)
+    asked = {"key": f"{args.keys_per_row or 'all'} keys asked", "scan": "scanned", "prompt": "1 key asked"}[
+        args.format
+    ]
     print(machine_line())
     print(
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(words)} words, "
-        f"{args.format} rows ({args.keys_per_row or 'all'} keys asked), loss on {args.loss}, batch {args.batch_size}, lr {args.learning_rate}, tied q/k init "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {n_texts} option texts, "
+        f"{args.format} rows ({asked}), loss on {args.loss}, batch {args.batch_size}, lr {args.learning_rate}, tied q/k init "
         f"{args.tied_qk_init}, options grow every {args.grow_options_every or '-'} steps\n"
     )
     probed = ("copy", "letter") if args.format == "scan" else ("letter",)
