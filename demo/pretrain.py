@@ -18,12 +18,13 @@ target, then renamed into place, so an interrupted run never leaves a folder tha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,8 +193,31 @@ def _learning_rate(step: int, spec: PretrainSpec) -> float:
     )
 
 
+@contextlib.contextmanager
+def one_intra_op_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread, then restore the caller's count.
+
+    Another thread count sums in another order, so the same spec would give weights that differ in
+    their last bits (two builds of the demo base ended at loss 1.1286 and 1.1299) while the fingerprint
+    calls them the same build. One thread is also the faster setting for these tiny models (see
+    `demo.run.DEFAULT_THREADS`).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@one_intra_op_thread()
 def train_causal_lm(init_dir: Path, corpus: str, spec: PretrainSpec, out: Path) -> list[tuple[int, float]]:
-    """Next-token training on random windows of the corpus stream; saves model + tokenizer to `out`."""
+    """Next-token training on random windows of the corpus stream; saves model + tokenizer to `out`.
+
+    Bit-reproducible on one machine: same spec, same weights, whatever thread count the caller uses.
+    """
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer

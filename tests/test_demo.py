@@ -120,3 +120,30 @@ def test_short_ppo_run_raises_verifier_reward(tmp_path):
 
 SHORT_PRETRAIN_STEPS = 200
 SHORT_PPO_UPDATES = 24
+
+
+def test_pretraining_gives_the_same_weights_whatever_the_callers_thread_count(tmp_path):
+    """The build cache calls two builds of one spec the same; they must be bit-identical, also when one
+    is built under pytest's threads and the other under the demo's single thread."""
+    import torch
+    from safetensors.torch import load_file
+
+    from demo.pretrain import train_causal_lm
+    from medrlvr_trl.tiny import build_tiny
+
+    tiny = TinySpec(hidden_size=64, num_layers=2, intermediate_size=128, extra_corpora=(DEMO_CORPUS,))
+    spec = PretrainSpec(tiny=tiny, corpus=DEMO_CORPUS, steps=3, batch_size=4, seq_len=128, warmup_steps=0)
+    init = build_tiny(tmp_path / "tiny", tiny).policy
+    corpus = Path(DEMO_CORPUS).read_text(encoding="utf-8")
+    before = torch.get_num_threads()
+    weights = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            train_causal_lm(init, corpus, spec, tmp_path / f"threads{threads}")
+            assert torch.get_num_threads() == threads  # the caller's setting is restored
+            weights.append(load_file(tmp_path / f"threads{threads}" / "model.safetensors"))
+    finally:
+        torch.set_num_threads(before)
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
