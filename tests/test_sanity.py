@@ -178,7 +178,7 @@ def test_short_ppo_run_learns_the_cues(tmp_path):
     (a sign error, the reward on the wrong token or a broken advantage would leave it at 0.2)."""
     # The demo's own base (cached in build/demo, as `make demo` and `make sanity` build it): from a
     # 200-step base 40 updates stayed at chance (0.24 -> 0.17). Two builds of one base spec that differed
-    # in their last bits (final pretraining loss 1.1286 vs 1.1299, built under different thread counts,
+    # in their last bits (final pretraining loss 1.1286 vs 1.1299, most likely from different thread counts,
     # which pretraining now pins) took off at different updates: 40 updates gave a lift of 0.45 from one
     # and 0.27, still rising, from the other; 60 gave 0.38 and 0.42 (first vs last 12 updates). A broken
     # trainer or the control stays near 0.
