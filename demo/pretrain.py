@@ -18,18 +18,23 @@ target, then renamed into place, so an interrupted run never leaves a folder tha
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medrlvr_trl import tiny
-from medrlvr_trl.build_cache import build_once, fingerprint_of, package_versions, stored_record
+from medrlvr_trl.build_cache import (
+    build_once,
+    fingerprint_of,
+    one_intra_op_thread,
+    package_versions,
+    stored_record,
+)
 from medrlvr_trl.tiny import TinySpec, build_tiny
 from medrlvr_trl.user_errors import UserError, run_command
 
@@ -191,25 +196,6 @@ def _learning_rate(step: int, spec: PretrainSpec) -> float:
     return spec.min_learning_rate + 0.5 * (spec.learning_rate - spec.min_learning_rate) * (
         1 + math.cos(math.pi * progress)
     )
-
-
-@contextlib.contextmanager
-def one_intra_op_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread, then restore the caller's count.
-
-    Another thread count sums in another order, so the same spec would give weights that differ in
-    their last bits (two builds of the demo base ended at loss 1.1286 and 1.1299) while the fingerprint
-    calls them the same build. One thread is also the faster setting for these tiny models (see
-    `demo.run.DEFAULT_THREADS`).
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @one_intra_op_thread()

@@ -9,9 +9,9 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
-import torch
 from trl import GRPOTrainer, ModelConfig, RLOOTrainer
 
+from medrlvr_trl.build_cache import one_intra_op_thread
 from medrlvr_trl.compare import config_budget as trainer_budget
 from medrlvr_trl.compare import load_base, method_config, rendered_files, stale_files, tasks
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config
@@ -127,13 +127,8 @@ def test_each_critic_free_method_reaches_trls_trainer_with_its_options(method, t
     config_class = MedRLVRGRPOConfig if family == "grpo" else MedRLVRRLOOConfig
     argv = ["--config", str(base.config_path(method)), "--model_name_or_path", str(tiny_model_dir),
             "--max_train_samples", "16", "--output_dir", str(tmp_path)]  # fmt: skip
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with pytest.raises(_Built):
-            run_recipe(family, config_class, trainer_class, argv)
-    finally:
-        torch.set_num_threads(threads)
+    with one_intra_op_thread(), pytest.raises(_Built):
+        run_recipe(family, config_class, trainer_class, argv)
     (trainer,) = trainer_class.built
     assert trainer.num_generations == base.budget.samples_per_prompt
     assert trainer.args.generation_batch_size == base.budget.completions_per_update

@@ -4,17 +4,15 @@ runs on the tiny model that log like PPO and save a model evaluation prompts wit
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 from transformers import AutoModelForCausalLM
 from trl import GRPOTrainer, ModelConfig
 
 from medrlvr_trl import run_logs
+from medrlvr_trl.build_cache import one_intra_op_thread
 from medrlvr_trl.configs import MCQAScriptArguments, parse_config
 from medrlvr_trl.critic_free import (
     GRPO_LOSS_TYPES,
@@ -279,17 +277,6 @@ def test_restarted_run_forgets_logged_updates_after_its_checkpoint(tmp_path):
 # ------------------------------------------------------------------ short runs on the tiny model
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """The tiny model's matrices are too small to gain from threads; on a busy machine they cost 5x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module", params=sorted(RECIPES))
 def tiny_run(request, tiny_model_dir, tmp_path_factory) -> tuple[str, Path]:
     """A tiny-config run of each recipe: 2 updates of 16 completions on 16 demo questions."""
@@ -302,7 +289,7 @@ def tiny_run(request, tiny_model_dir, tmp_path_factory) -> tuple[str, Path]:
         "--max_train_samples", "16",
         "--output_dir", str(out),
     ]  # fmt: skip
-    with _one_thread():
+    with one_intra_op_thread():
         RECIPES[kind][0].main(argv)
     return kind, out
 
@@ -366,7 +353,7 @@ def test_rerun_continues_from_the_checkpoint_without_repeating_log_rows(tiny_mod
         "--max_train_samples", "16",
         "--output_dir", str(tmp_path),
     ]  # fmt: skip
-    with _one_thread():
+    with one_intra_op_thread():
         grpo_medqa.main(common)
         grpo_medqa.main([*common, "--total_completions", "48"])  # one more update of 16
     assert [row["update"] for row in run_logs.read_rows(tmp_path / METRICS_FILE)] == [1, 2, 3]
@@ -411,7 +398,7 @@ def test_grpo_family_options_reach_trls_trainer(loss_type, level, mask_truncated
             "--loss_type", loss_type, "--importance_sampling_level", level,
             "--mask_truncated_completions", str(mask_truncated).lower()]  # fmt: skip
     _BuildOnly.built.clear()
-    with pytest.raises(_Built), _one_thread():
+    with pytest.raises(_Built), one_intra_op_thread():
         run_recipe("grpo", MedRLVRGRPOConfig, _BuildOnly, argv)
     (trainer,) = _BuildOnly.built
     assert (trainer.loss_type, trainer.importance_sampling_level, trainer.mask_truncated_completions) == (
@@ -426,7 +413,7 @@ def test_gspo_trains_one_update_through_trls_sequence_level_loss(tiny_model_dir,
     argv = ["--config", str(CONFIGS / "tiny" / "grpo.yaml"), "--model_name_or_path", str(tiny_model_dir),
             "--dataset_name", str(DEMO_DATA), "--max_train_samples", "16", "--output_dir", str(tmp_path),
             "--total_completions", "16", "--loss_type", "grpo", "--importance_sampling_level", "sequence"]  # fmt: skip
-    with _one_thread():
+    with one_intra_op_thread():
         grpo_medqa.main(argv)
     assert [row["update"] for row in run_logs.read_rows(tmp_path / METRICS_FILE)] == [1]
     card = json.loads((tmp_path / "run_info.json").read_text())["hyperparameters"]

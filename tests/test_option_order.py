@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from test_sft import load_recipe
 
 from medrlvr_trl import option_order
+from medrlvr_trl.build_cache import one_intra_op_thread
 from medrlvr_trl.data import load_mcqa
 from medrlvr_trl.option_order import EpochViews, reorder_options, shuffled_rows
 from medrlvr_trl.option_order import option_order as draw_order
@@ -109,12 +109,8 @@ def test_grpo_trains_each_epoch_on_that_epoch_s_prompts_and_gold(tiny_model_dir,
     argv = ["--config", str(TINY_CONFIGS / "grpo.yaml"), "--model_name_or_path", str(tiny_model_dir)]
     argv += ["--dataset_name", str(DEMO_DATA), "--max_train_samples", str(ROWS), "--output_dir", str(out)]
     argv += ["--total_completions", "64", "--seed", str(SEED), "--shuffle_options", "true"]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_intra_op_thread():
         recipe.main(argv)
-    finally:
-        torch.set_num_threads(before)
 
     assert {epoch for epoch, _ in fetched} == {0, 1}
     for epoch, item in fetched:
