@@ -22,9 +22,10 @@ can be answered by elimination; `--keys_per_row 1` asks one, which only a lookup
 neutral question and the options of one knowledge-table relation (multi-token texts that share
 prefixes, "Gram-positive cocci in clusters" / "Gram-positive cocci in chains"), answered
 `<think> The answer is <text>. So the answer is option C. </think><answer>C</answer>`, the letter
-after "option" scored: the lookup a demo base needs, at the length its rows have. `--loss letter` puts the loss
-on the answer-bearing tokens only (the densest signal for this skill); `--loss all` scores every token
-after the options list (the list itself is random, so it is never scored).
+after "option" scored: the lookup a demo base needs, at the length its rows have.
+`--loss letter` puts the loss on the answer-bearing tokens only (the densest signal for this skill);
+`--loss all` scores every token after the options list (the list itself is random, so it is never
+scored).
 The probe asks one key of a fresh `--probe_options`-option list (chance 1 / that) over words that also
 appear in training, so their embeddings are trained and only the lookup itself is measured.
 
