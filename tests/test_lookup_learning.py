@@ -102,3 +102,39 @@ def test_a_prompt_row_is_the_demo_prompt_and_scores_only_the_looked_up_letter(to
         ids, _ = rows.row()
         options = tokenizer.decode(ids).split("Options:\n")[1].split("\nAssistant:")[0].splitlines()
         assert any({line[3:] for line in options} <= set(group) for group in groups)
+
+
+@pytest.mark.parametrize("row_format", ["prompt", "key"])
+def test_the_scored_loss_is_the_models_loss_with_the_same_gradients(tokenizer, row_format):
+    """Training runs the shared prompt prefix once and the output layer only where a token is scored;
+    that must be the model's own loss, not a cheaper different one."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    words = lookup_learning.relation_objects() if row_format == "prompt" else WORDS
+    rows = LookupRows(
+        tokenizer, words, row_format=row_format, max_options=6, loss="letter", seed=1, keys_per_row=1
+    )
+    input_ids, labels = rows.batch(6, tokenizer.pad_token_id)
+    shared = lookup_learning.shared_prefix_length(input_ids)
+    assert 0 < shared < input_ids.shape[1]
+    assert (input_ids[:, :shared] == input_ids[0, :shared]).all()
+    assert not (input_ids[:, shared] == input_ids[0, shared]).all()
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)  # fmt: skip
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    losses = {
+        "model": lambda: model(input_ids=input_ids, labels=labels).loss,
+        "scored": lambda: lookup_learning.scored_loss(model, input_ids, labels),
+    }
+    gradients = []
+    for loss_of in losses.values():
+        model.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        gradients.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+    (full_loss, full_grads), (scored, scored_grads) = gradients
+    assert scored == pytest.approx(full_loss, rel=1e-5)
+    for full, fast in zip(full_grads, scored_grads, strict=True):
+        torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-6)

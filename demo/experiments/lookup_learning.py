@@ -65,6 +65,36 @@ def single_token_words(tokenizer, corpus: str) -> list[str]:
     return sorted(w for w in words if len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1)
 
 
+def shared_prefix_length(input_ids: torch.Tensor) -> int:
+    """How many leading tokens every row of the batch shares (always leaving at least one unshared)."""
+    differs = (input_ids != input_ids[:1]).any(dim=0).tolist() + [True]
+    return min(differs.index(True), input_ids.shape[1] - 1)
+
+
+def scored_loss(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`model(input_ids=input_ids, labels=labels).loss`, computed for less.
+
+    Prompt rows start with the same ~100 tokens (template, question, "Options:") and score one
+    token, so this runs the shared prefix once and repeats its keys and values for every row, and
+    applies the output layer only where a token is scored: the same loss and gradients up to float
+    rounding (test), in about half the time on prompt rows.
+    """
+    common = shared_prefix_length(input_ids)
+    if common:
+        prefix = model.model(input_ids=input_ids[:1, :common], use_cache=True)
+        cache = prefix.past_key_values
+        cache.batch_repeat_interleave(input_ids.shape[0])
+        rest = model.model(input_ids=input_ids[:, common:], past_key_values=cache, use_cache=True)
+        shared = prefix.last_hidden_state.expand(input_ids.shape[0], -1, -1)
+        hidden = torch.cat([shared, rest.last_hidden_state], dim=1)
+    else:
+        hidden = model.model(input_ids=input_ids).last_hidden_state
+    targets = labels[:, 1:]
+    rows, positions = (targets != IGNORE).nonzero(as_tuple=True)
+    logits = model.lm_head(hidden[rows, positions])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[rows, positions])
+
+
 def relation_objects() -> list[list[str]]:
     """The knowledge table's option texts, one list per relation (texts within one share prefixes)."""
     facts = knowledge.read_knowledge(knowledge.DEFAULT_KNOWLEDGE)
@@ -345,12 +375,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.grow_options_every:
             rows.options_cap = min(args.max_options, 2 + step // args.grow_options_every)
         input_ids, labels = rows.batch(args.batch_size, tokenizer.pad_token_id)
-        output = model(input_ids=input_ids, labels=labels)
-        output.loss.backward()
+        batch_loss = scored_loss(model, input_ids, labels)
+        batch_loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss = round(output.loss.item(), 4)
+        loss = round(batch_loss.item(), 4)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "curve": curve}, indent=2) + "\n")
 
