@@ -52,9 +52,11 @@ def test_a_run_scores_every_phrasing_of_every_asked_fact(asked, tiny_model_dir, 
     assert json.loads((tmp_path / "recall.json").read_text()) == result
 
 
-def test_a_missing_model_folder_is_one_clear_error(tmp_path):
+def test_a_missing_model_folder_or_test_file_is_one_clear_error(tmp_path, tiny_model_dir):
     with pytest.raises(UserError, match="no model folder"):
         fact_recall.main(["--model", str(tmp_path / "absent")])
+    with pytest.raises(UserError, match="no such file"):
+        fact_recall.main(["--model", str(tiny_model_dir), "--test_file", str(tmp_path / "absent.jsonl")])
 
 
 def test_a_continuation_is_greedy_exactly_when_generate_writes_it(tiny_model_dir):

@@ -36,7 +36,7 @@ TEST_FILE = "data/demo/medqa/test.jsonl"
 
 @dataclass(frozen=True)
 class AskedFact:
-    """A fact a test question asks, and the option texts that question offers."""
+    """A fact the test asks, and the option texts of the first question that asks it."""
 
     fact: Fact
     options: tuple[str, ...]
@@ -140,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not (Path(args.model) / "config.json").is_file():
         raise UserError(
             f"--model {args.model}: no model folder there; build the demo base with `make demo` first"
+        )
+    if not Path(args.test_file).is_file():
+        raise UserError(
+            f"--test_file {args.test_file}: no such file; pass the demo's ID test (default {TEST_FILE})"
         )
     asked = asked_facts(args.test_file, knowledge.read_knowledge(args.knowledge))
     torch.set_num_threads(1)
