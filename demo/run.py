@@ -322,8 +322,13 @@ def use_demo_threads() -> None:
     """`OMP_NUM_THREADS` (default `DEFAULT_THREADS`) intra-op threads, here and in every stage it starts."""
     import torch
 
-    os.environ.setdefault("OMP_NUM_THREADS", DEFAULT_THREADS)
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    value = os.environ.get("OMP_NUM_THREADS", "").strip() or DEFAULT_THREADS  # set but empty: the default
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(
+            f"OMP_NUM_THREADS={value!r}: need a positive integer (or unset it for {DEFAULT_THREADS})"
+        )
+    os.environ["OMP_NUM_THREADS"] = value
+    torch.set_num_threads(int(value))
 
 
 def _rel(path: Path) -> str:

@@ -147,3 +147,28 @@ def test_pretraining_gives_the_same_weights_whatever_the_callers_thread_count(tm
         torch.set_num_threads(before)
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
+@pytest.mark.parametrize("value, expected", [(None, "1"), ("", "1"), ("2", "2"), ("two", None), ("0", None)])
+def test_demo_threads_come_from_omp_num_threads_and_a_bad_value_is_one_clear_error(
+    monkeypatch, value, expected
+):
+    import torch
+
+    from demo.run import use_demo_threads
+    from medrlvr_trl.user_errors import UserError
+
+    if value is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+    before = torch.get_num_threads()
+    try:
+        if expected is None:
+            with pytest.raises(UserError, match="OMP_NUM_THREADS"):
+                use_demo_threads()
+        else:
+            use_demo_threads()
+            assert os.environ["OMP_NUM_THREADS"] == expected and torch.get_num_threads() == int(expected)
+    finally:
+        torch.set_num_threads(before)
