@@ -42,6 +42,7 @@ ENTRY_POINTS = {
     "python -m demo.pretrain": "here: missing --corpus file",
     "python -m demo.experiments.lookup_learning": "no input files: numeric options only (argparse checks them)",
     "python -m demo.experiments.scan_drills": "no input files: numeric options only (argparse checks them)",
+    "python -m demo.experiments.fact_recall": "test_fact_recall: missing --model folder or --test_file",
     "make dynamics": "here: RUN=<missing folder>",
     "make sft-grid": "here: CONFIG=<missing file> (the missing-config test of every recipe's parser)",
     "make bench": "the bench smoke runs here (its scripts at their smallest sizes)",
@@ -230,6 +231,7 @@ BENCH_SMOKE = {
         ["| BEFORE:", "| AFTER:"],
     ),
     "bench_memory_plan.py": (["--cases", "smoke"], "| case |", ["| smoke |"]),
+    "bench_scored_loss.py": (["--repeats", "1", "--batch", "4"], "| rows |", ["| prompt |", "| key |"]),
     "bench_rollouts.py": (
         ["--model", "tiny-vllm", "--rollouts", "4", "--response-length", "8", "--repeats", "1"],
         "| rollouts sampled by |",
