@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from machine import machine_line
-from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's demo package
 
@@ -58,19 +58,9 @@ def main() -> None:
     parser.add_argument("--build_dir", default="build/bench/lookup")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    spec = demo_tiny_spec()
-    tokenizer = AutoTokenizer.from_pretrained(str(build_tiny(args.build_dir, spec).policy))
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_layers,
-        num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_kv_heads,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config)
+    policy = build_tiny(args.build_dir, demo_tiny_spec()).policy  # the demo's shape, randomly initialised
+    tokenizer = AutoTokenizer.from_pretrained(str(policy))
+    model = AutoModelForCausalLM.from_pretrained(str(policy), dtype=torch.float32)
     pools = {
         "prompt": relation_objects(),
         "key": single_token_words(tokenizer, Path(DEFAULT_CORPUS).read_text(encoding="utf-8")),
