@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from demo.experiments import lookup_learning
 from demo.experiments.lookup_learning import IGNORE, LookupRows
@@ -59,12 +59,17 @@ def test_one_key_rows_ask_every_position_about_equally_often(tokenizer):
     assert min(counts.values()) > 70, counts
 
 
-def test_a_stopped_run_continues_from_its_state_and_matches_a_straight_one(tmp_path):
+PROSE_AND_CHECKPOINTS = ["--format", "prompt", "--prose_batch", "2", "--checkpoint_every", "4"]
+
+
+@pytest.mark.parametrize("extra", [[], PROSE_AND_CHECKPOINTS], ids=["key_rows", "prompt_rows_with_prose"])
+def test_a_stopped_run_continues_from_its_state_and_matches_a_straight_one(tmp_path, extra):
     """A 10k-step run takes hours on one core: it must survive being stopped, and a rerun must be the
-    same run, not a new one (model, optimizer and both random streams restored)."""
+    same run, not a new one (model, optimizer and every random stream restored, the corpus windows'
+    included)."""
     common = ["--probe_every", "2", "--probe_size", "4", "--batch_size", "4", "--num_layers", "1",
               "--hidden_size", "32", "--keys_per_row", "1", "--save_every", "2",
-              "--build_dir", str(tmp_path / "build")]  # fmt: skip
+              "--build_dir", str(tmp_path / "build"), *extra]  # fmt: skip
     lookup_learning.main([*common, "--steps", "6", "--out", str(tmp_path / "straight.json")])
     lookup_learning.main([*common, "--steps", "3", "--out", str(tmp_path / "stopped.json")])
     assert (tmp_path / "stopped.state.pt").is_file()
@@ -72,10 +77,18 @@ def test_a_stopped_run_continues_from_its_state_and_matches_a_straight_one(tmp_p
 
     def curve(name: str) -> list[tuple]:
         rows = json.loads((tmp_path / name).read_text())["curve"]
-        return [(row["step"], row["loss"], row["probe"]["letter"]) for row in rows]
+        return [(row["step"], row["loss"], row["probe"]["letter"], row.get("prose_loss")) for row in rows]
 
     assert [step for step, *_ in curve("stopped.json")] == [0, 2, 4, 6]
     assert curve("stopped.json") == curve("straight.json")
+    if extra:  # the prose was trained, and step 4 left a scored model folder that loads as a demo base
+        assert all(prose > 0 for *_, prose in curve("straight.json")[1:])
+        [scored] = [row["checkpoint"] for row in json.loads((tmp_path / "straight.json").read_text())["curve"]
+                    if "checkpoint" in row]  # fmt: skip
+        assert set(scored) == {"gold_given", "fact_recall"} and all(0 <= v <= 1 for v in scored.values())
+        folder = tmp_path / "straight" / "step-4"
+        model = AutoModelForCausalLM.from_pretrained(str(folder))
+        assert model.generation_config.eos_token_id == AutoTokenizer.from_pretrained(str(folder)).eos_token_id
     with pytest.raises(SystemExit):  # other settings are not the same run
         lookup_learning.main(
             [*common, "--steps", "6", "--out", str(tmp_path / "stopped.json"), "--seed", "1"]

@@ -32,6 +32,12 @@ appear in training, so their embeddings are trained and only the lookup itself i
 Long runs write their training state beside `--out` every `--save_every` steps; the same command
 continues from it (a larger `--steps` extends a finished run).
 
+With `--prose_batch N` each step also trains next-token prediction on N 256-token windows of the demo
+corpus (the demo base's own pretraining data), so the run pretrains a candidate demo base: facts and
+tags from the prose, the lookup from the drills. `--checkpoint_every` then saves the model as a Hugging
+Face folder beside `--out` and scores it on the demo's ID test questions: `gold_given` (greedy after
+`<think> The answer is <gold option text>.`, the lookup gate) and fact recall (`fact_recall`).
+
     python -m demo.experiments.lookup_learning --steps 3000                   # 2-6 options, probe 5
     python -m demo.experiments.lookup_learning --steps 1500 --max_options 2 --probe_options 2  # control
 """
@@ -42,21 +48,26 @@ import argparse
 import json
 import os
 import random
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
 from bench.machine import machine_line
 from demo import knowledge
-from demo.pretrain import DEFAULT_CORPUS, demo_tiny_spec
+from demo.experiments import fact_recall
+from demo.pretrain import DEFAULT_CORPUS, corpus_token_stream, demo_tiny_spec
+from medrlvr_trl.generation import GenerationSettings
 from medrlvr_trl.prompts import LETTERS, build_prompt
 from medrlvr_trl.tiny import build_tiny
 
 IGNORE = -100
 NEUTRAL_QUESTION = "Which of the following is the answer?"  # asks no fact: only the lookup is trained
+PROSE_WINDOW = 256  # tokens per corpus window, as the demo's pretraining
+GOLD_GIVEN = " <think> The answer is {gold}."  # the lookup gate's prefix: the fact is given, find its letter
 
 
 def single_token_words(tokenizer, corpus: str) -> list[str]:
@@ -251,8 +262,39 @@ def tie_query_key_init(model) -> None:
             attention.k_proj.weight.copy_(query[::group].reshape_as(attention.k_proj.weight))
 
 
+def prose_windows(stream: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` random `PROSE_WINDOW`-token windows of the corpus token stream."""
+    starts = torch.randint(0, stream.numel() - PROSE_WINDOW - 1, (count,), generator=generator)
+    return torch.stack([stream[s : s + PROSE_WINDOW] for s in starts.tolist()])
+
+
+def save_and_score_checkpoint(model, tokenizer, folder: Path) -> dict[str, float]:
+    """Save the model as a Hugging Face folder (atomically) and score it as a demo base.
+
+    `gold_given`: greedy accuracy on the ID test questions after the gold option's text is stated
+    (the lookup alone; the gate a demo base must pass); `fact_recall`: facts the test asks, ranked first
+    among their question's options (`fact_recall.measure`, majority of phrasings).
+    """
+    from demo.experiments.scan_drills import TEST_FILE, score
+
+    staging = folder.with_name(folder.name + ".tmp")
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(staging, folder)
+    rows = [json.loads(line) for line in Path(TEST_FILE).read_text(encoding="utf-8").splitlines()]
+    left = AutoTokenizer.from_pretrained(str(folder), padding_side="left")
+    model.eval()
+    gate = score(model, left, rows, GOLD_GIVEN, GenerationSettings(max_new_tokens=64, batch_size=32))
+    asked = fact_recall.asked_facts(TEST_FILE, knowledge.read_knowledge(knowledge.DEFAULT_KNOWLEDGE))
+    recall = fact_recall.measure(model, tokenizer, asked)["overall"]
+    model.train()
+    return {"gold_given": gate["accuracy"], "fact_recall": recall["ranked_facts"] / recall["facts"]}
+
+
 # Options that do not change what a step computes: a rerun may differ in these and still continue.
-RESUMABLE_CHANGES = ("steps", "out", "save_every")
+RESUMABLE_CHANGES = ("steps", "out", "save_every", "checkpoint_every")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -276,6 +318,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--grow_options_every", type=int, default=0, help="curriculum: start at 2 options, +1 every N steps"
     )
+    parser.add_argument(
+        "--prose_batch",
+        type=int,
+        default=0,
+        help=f"demo-corpus windows of {PROSE_WINDOW} tokens per step (0: none)",
+    )
+    parser.add_argument(
+        "--checkpoint_every",
+        type=int,
+        default=0,
+        help="save a model folder beside --out and score it on the demo test every N steps (a multiple of --probe_every)",
+    )
     parser.add_argument("--probe_every", type=int, default=100)
     parser.add_argument("--probe_size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
@@ -290,10 +344,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 2 <= args.probe_options <= args.max_options <= len(LETTERS):
         parser.error("need 2 <= --probe_options <= --max_options <= 26")
+    if args.checkpoint_every % args.probe_every:
+        parser.error("--checkpoint_every must be a multiple of --probe_every")
     torch.set_num_threads(1)
 
     spec = demo_tiny_spec()
-    tokenizer = AutoTokenizer.from_pretrained(str(build_tiny(args.build_dir, spec).policy))
+    init_dir = build_tiny(args.build_dir, spec).policy
+    tokenizer = AutoTokenizer.from_pretrained(str(init_dir))
     if args.format == "prompt":
         words = relation_objects()
     else:
@@ -316,9 +373,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         num_key_value_heads=spec.num_kv_heads,
         max_position_embeddings=spec.max_position_embeddings,
         tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(args.seed)
     model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig.from_pretrained(str(init_dir))
     if args.tied_qk_init:
         tie_query_key_init(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.95))
@@ -333,17 +393,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{args.format} rows ({asked}), loss on {args.loss}, batch {args.batch_size}, lr {args.learning_rate}, tied q/k init "
         f"{args.tied_qk_init}, options grow every {args.grow_options_every or '-'} steps\n"
     )
+    if args.prose_batch:
+        stream = torch.tensor(
+            corpus_token_stream(tokenizer, Path(DEFAULT_CORPUS).read_text(encoding="utf-8"))
+        )
+        prose_rng = torch.Generator().manual_seed(args.seed)
+        print(
+            f"plus {args.prose_batch} corpus windows of {PROSE_WINDOW} tokens a step ({stream.numel()} corpus tokens)"
+        )
     probed = ("copy", "letter") if args.format == "scan" else ("letter",)
     print(f"probes on {args.probe_options}-option lists; letter chance {100 / args.probe_options:.0f}%\n")
     print("| step | seconds | loss | " + " | ".join(probed) + " |")
     print("| ---: | ---: | ---: |" + " ---: |" * len(probed))
     state_path = Path(args.out).with_suffix(".state.pt")
     settings = {k: v for k, v in vars(args).items() if k not in RESUMABLE_CHANGES}
-    curve, first_step, elapsed, loss = [], 0, 0.0, float("nan")
+    curve, first_step, elapsed, loss, prose_loss = [], 0, 0.0, float("nan"), float("nan")
     if state_path.is_file():
         state = torch.load(state_path, weights_only=False)
-        if state["settings"] != settings:
-            changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+        # an option added after the state was written counts as its default
+        stored = {k: state["settings"].get(k, parser.get_default(k)) for k in settings}
+        if stored != settings:
+            changed = sorted(k for k in settings if stored[k] != settings[k])
             parser.error(
                 f"{state_path} holds a run with other {', '.join(changed)}; remove it or pick another --out"
             )
@@ -352,6 +422,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows.rng.setstate(state["rows_rng"])
         torch.set_rng_state(state["torch_rng"])
         curve, first_step, elapsed, loss = state["curve"], state["step"], state["seconds"], state["loss"]
+        if args.prose_batch:
+            prose_rng.set_state(state["prose_rng"])
+            prose_loss = state["prose_loss"]
         print(f"continuing from step {first_step} ({state_path})", flush=True)
     start = time.perf_counter() - elapsed
     for step in range(first_step, args.steps + 1):
@@ -362,6 +435,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             seconds = time.perf_counter() - start
             curve.append({"step": step, "seconds": round(seconds, 1), "loss": loss, "probe": accuracy})
             cells = " | ".join(f"{100 * accuracy[what]:.1f}%" for what in probed)
+            if args.prose_batch:
+                curve[-1]["prose_loss"] = prose_loss
+                cells += f" (prose loss {prose_loss:.3f})"
+            if args.checkpoint_every and step % args.checkpoint_every == 0 and step > 0:
+                folder = Path(args.out).with_suffix("") / f"step-{step}"
+                curve[-1]["checkpoint"] = save_and_score_checkpoint(model, tokenizer, folder)
+                cells += " (checkpoint {}: gold given {gold_given:.1%}, facts {fact_recall:.1%})".format(
+                    folder, **curve[-1]["checkpoint"]
+                )
             print(f"| {step} | {seconds:.0f} | {loss:.3f} | {cells} |", flush=True)
         if step == args.steps:
             break
@@ -369,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             state = {"settings": settings, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "rows_rng": rows.rng.getstate(), "torch_rng": torch.get_rng_state(), "curve": curve,
                      "step": step, "seconds": time.perf_counter() - start, "loss": loss}  # fmt: skip
+            if args.prose_batch:
+                state.update(prose_rng=prose_rng.get_state(), prose_loss=prose_loss)
             state_path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(state, state_path.with_suffix(".tmp"))
             os.replace(state_path.with_suffix(".tmp"), state_path)  # never a half-written state
@@ -376,7 +460,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             rows.options_cap = min(args.max_options, 2 + step // args.grow_options_every)
         input_ids, labels = rows.batch(args.batch_size, tokenizer.pad_token_id)
         batch_loss = scored_loss(model, input_ids, labels)
-        batch_loss.backward()
+        total = batch_loss
+        if args.prose_batch:
+            windows = prose_windows(stream, args.prose_batch, prose_rng)
+            prose = model(input_ids=windows, labels=windows).loss
+            total, prose_loss = batch_loss + prose, round(prose.item(), 4)
+        total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
