@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +58,23 @@ def test_a_missing_model_folder_or_test_file_is_one_clear_error(tmp_path, tiny_m
         fact_recall.main(["--model", str(tmp_path / "absent")])
     with pytest.raises(UserError, match="no such file"):
         fact_recall.main(["--model", str(tiny_model_dir), "--test_file", str(tmp_path / "absent.jsonl")])
+
+
+@pytest.mark.parametrize(
+    "bad_row, expected",
+    [
+        ("{not json", "not a demo MCQA row"),
+        ('{"question": "Q?", "options": {"A": "x"}, "answer": "x"}', "not a demo MCQA row.*meta_info"),
+        ('{"question": "Q?", "options": {"A": "x"}, "answer": "x", "meta_info": "demo:antidote"}',
+         "cannot tell which fact"),
+    ],
+)  # fmt: skip
+def test_a_malformed_test_row_is_one_error_naming_its_line(tmp_path, bad_row, expected):
+    good = Path(fact_recall.TEST_FILE).read_text(encoding="utf-8").splitlines()[0]
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text(f"{good}\n{bad_row}\n", encoding="utf-8")
+    with pytest.raises(UserError, match=f"test.jsonl:2: {expected}"):
+        fact_recall.asked_facts(test_file, knowledge.read_knowledge(knowledge.DEFAULT_KNOWLEDGE))
 
 
 def test_a_continuation_is_greedy_exactly_when_generate_writes_it(tiny_model_dir):

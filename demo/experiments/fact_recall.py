@@ -50,16 +50,25 @@ def asked_facts(test_file: str | Path, facts: Sequence[Fact]) -> list[AskedFact]
         by_answer[(fact.relation, fact.object)].append(fact)
     asked: dict[Fact, AskedFact] = {}
     for number, line in enumerate(Path(test_file).read_text(encoding="utf-8").splitlines(), 1):
-        row = json.loads(line)
-        relation = row["meta_info"].removeprefix("demo:")
-        named = [
-            f for f in by_answer[(relation, row["answer"])] if f.subject.lower() in row["question"].lower()
-        ]
+        try:
+            row = json.loads(line)
+            relation, answer, question = (
+                row["meta_info"].removeprefix("demo:"),
+                row["answer"],
+                row["question"],
+            )
+            options = tuple(row["options"].values())
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise UserError(
+                f"{test_file}:{number}: not a demo MCQA row ({type(error).__name__}: {error}); need JSON with "
+                "question, options, answer and meta_info"
+            ) from None
+        named = [f for f in by_answer[(relation, answer)] if f.subject.lower() in question.lower()]
         if len(named) != 1:
             raise UserError(
                 f"{test_file}:{number}: cannot tell which fact of {relation!r} this question asks"
             )
-        asked.setdefault(named[0], AskedFact(named[0], tuple(row["options"].values())))
+        asked.setdefault(named[0], AskedFact(named[0], options))
     return list(asked.values())
 
 
