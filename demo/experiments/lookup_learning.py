@@ -294,7 +294,7 @@ def save_and_score_checkpoint(model, tokenizer, folder: Path) -> dict[str, float
 
 
 # Options that do not change what a step computes: a rerun may differ in these and still continue.
-RESUMABLE_CHANGES = ("steps", "out", "save_every", "checkpoint_every")
+RESUMABLE_CHANGES = ("steps", "out", "save_every", "checkpoint_every", "threads")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -333,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--probe_every", type=int, default=100)
     parser.add_argument("--probe_size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads (the same run up to float rounding)"
+    )
     parser.add_argument("--build_dir", default="build/bench/lookup")
     parser.add_argument("--out", default="runs/bench/lookup_learning.json")
     parser.add_argument(
@@ -344,9 +347,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 2 <= args.probe_options <= args.max_options <= len(LETTERS):
         parser.error("need 2 <= --probe_options <= --max_options <= 26")
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
     if args.checkpoint_every % args.probe_every:
         parser.error("--checkpoint_every must be a multiple of --probe_every")
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
 
     spec = demo_tiny_spec()
     init_dir = build_tiny(args.build_dir, spec).policy
