@@ -275,7 +275,7 @@ def save_and_score_checkpoint(model, tokenizer, folder: Path) -> dict[str, float
     (the lookup alone; the gate a demo base must pass); `fact_recall`: facts the test asks, ranked first
     among their question's options (`fact_recall.measure`, majority of phrasings).
     """
-    from demo.experiments.scan_drills import TEST_FILE, score
+    from demo.experiments.scan_drills import TEST_FILE, score  # here: scan_drills imports this module
 
     staging = folder.with_name(folder.name + ".tmp")
     model.save_pretrained(staging)
@@ -347,8 +347,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 2 <= args.probe_options <= args.max_options <= len(LETTERS):
         parser.error("need 2 <= --probe_options <= --max_options <= 26")
-    if args.threads < 1:
-        parser.error("--threads must be at least 1")
+    if args.threads < 1 or min(args.prose_batch, args.checkpoint_every) < 0:
+        parser.error("need --threads >= 1, --prose_batch >= 0 and --checkpoint_every >= 0")
     if args.checkpoint_every % args.probe_every:
         parser.error("--checkpoint_every must be a multiple of --probe_every")
     torch.set_num_threads(args.threads)
