@@ -64,6 +64,7 @@ class DemoOptions:
     seed: int = 0
     pretrain_seed: int = 0
     pretrain_steps: int | None = None
+    base_model: Path | None = None  # a finished base folder: pretraining is skipped
     ppo_updates: int | None = None
     eval_max_samples: int | None = None
     skip_sft: bool = False
@@ -168,6 +169,10 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             raise UserError(
                 f"demo config {configs / name} does not exist; --config_dir must hold {', '.join(DEMO_CONFIGS)}"
             )
+    if options.base_model is not None and not (options.base_model / "config.json").is_file():
+        raise UserError(
+            f"--base_model {options.base_model}: no config.json there; give a Hugging Face model folder"
+        )
     spec = load_pretrain_spec(
         configs / "pretrain.yaml", seed=options.pretrain_seed, steps=options.pretrain_steps
     )
@@ -178,17 +183,21 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     step = iter(range(1, total + 1))
 
     started = time.perf_counter()
-    base = pretrain_base(options.build_dir, spec)
-    how = "cached" if not base.rebuilt else f"{spec.steps} steps, final loss {base.final_loss:.2f}"
+    if options.base_model is None:
+        pretrained = pretrain_base(options.build_dir, spec)
+        base_path, base_loss = pretrained.path, pretrained.final_loss
+        how = "cached" if not pretrained.rebuilt else f"{spec.steps} steps, final loss {base_loss:.2f}"
+    else:
+        base_path, base_loss, how = options.base_model, None, "given by --base_model"
     logger.info(
         "[%d/%d] pretrain  %s (%s) in %.0f s",
         next(step),
         total,
-        _rel(base.path),
+        _rel(base_path),
         how,
         clock.record("pretrain", started),
     )
-    base_dir = str(base.path)
+    base_dir = str(base_path)
 
     sft_dir = out / "sft"
     if not options.skip_sft:
@@ -297,7 +306,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
 
     report = json.loads((eval_dir / "results.json").read_text(encoding="utf-8"))
     results = report["results"]
-    summary = build_summary(results, curve, options=options, pretrain=base, seconds=clock.seconds)
+    summary = build_summary(
+        results, curve, options=options, base=(base_path, base_loss), seconds=clock.seconds
+    )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     shutil.copyfile(eval_dir / "accuracy.png", out / "accuracy.png")
     plot_ppo_curves(curve, out / "ppo_curves.png")
@@ -405,7 +416,7 @@ def build_summary(
     curve: Sequence[Mapping[str, Any]],
     *,
     options: DemoOptions,
-    pretrain: Any,
+    base: tuple[Path, float | None],
     seconds: Mapping[str, float],
 ) -> dict[str, Any]:
     """Everything `summary.json` holds: per model and split accuracy (+ bootstrap std) and
@@ -431,8 +442,8 @@ def build_summary(
     return {
         "seed": options.seed,
         "pretrain_seed": options.pretrain_seed,
-        "base_model": _rel(pretrain.path),
-        "pretrain_final_loss": pretrain.final_loss,
+        "base_model": _rel(base[0]),
+        "pretrain_final_loss": base[1],  # None for a base given by --base_model
         "models": models,
         "ppo_training": {"updates": len(curve), **trend},
         "learning_bar": learning_bar(results),
@@ -536,6 +547,12 @@ def parse_options(argv: Sequence[str] | None = None) -> DemoOptions:
         "--pretrain_seed", type=int, default=0, help="Seed of the base model (a new one retrains it)."
     )
     parser.add_argument("--pretrain_steps", type=int, default=None, help="Override the pretraining steps.")
+    parser.add_argument(
+        "--base_model",
+        type=Path,
+        default=None,
+        help="Start from this model folder instead of pretraining one.",
+    )
     parser.add_argument("--ppo_updates", type=int, default=None, help="Override the number of PPO updates.")
     parser.add_argument(
         "--eval_max_samples", type=int, default=None, help="Evaluate on the first N questions."

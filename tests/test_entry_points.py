@@ -35,7 +35,7 @@ ENTRY_POINTS = {
     "recipes/dynamics_report.py": "here: missing run folder, a folder that is not a run",
     "python -m medrlvr_trl.tiny": "here: missing --extra-corpus file",
     "python -m medrlvr_trl.smollm2": "test_user_errors: unreachable package index",
-    "python -m demo.run": "here: missing --config_dir",
+    "python -m demo.run": "here: missing --config_dir or --base_model folder",
     "python -m demo.task": "here: missing --knowledge table",
     "python -m demo.sanity": "no input files: writes the task from its seed (test_sanity: committed files match)",
     "python -m demo.sanity_run": "test_sanity: unknown run named in one line before any work",
@@ -162,6 +162,7 @@ def test_sft_grid_with_a_missing_sft_config_names_it(tmp_path):
         ("demo.task", "--knowledge", "does not exist"),
         ("demo.pretrain", "--corpus", "is not a file"),
         ("demo.run", "--config_dir", "does not exist"),
+        ("demo.run", "--base_model", "no config.json there"),
     ],
 )
 def test_a_module_given_a_missing_input_file_names_it(module, option, fragment, tmp_path):
