@@ -272,10 +272,11 @@ def save_and_score_checkpoint(model, tokenizer, folder: Path) -> dict[str, float
     """Save the model as a Hugging Face folder (atomically) and score it as a demo base.
 
     `gold_given`: greedy accuracy on the ID test questions after the gold option's text is stated
-    (the lookup alone; the gate a demo base must pass); `fact_recall`: facts the test asks, ranked first
+    (the lookup alone; the gate a demo base must pass), and `gold_given_format_valid`, the share of
+    those completions the verifier can read; `fact_recall`: facts the test asks, ranked first
     among their question's options (`fact_recall.measure`, majority of phrasings).
     """
-    from demo.experiments.scan_drills import TEST_FILE, score  # here: scan_drills imports this module
+    from demo.experiments.scan_drills import score  # here: scan_drills imports this module
 
     staging = folder.with_name(folder.name + ".tmp")
     model.save_pretrained(staging)
@@ -283,14 +284,20 @@ def save_and_score_checkpoint(model, tokenizer, folder: Path) -> dict[str, float
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(staging, folder)
-    rows = [json.loads(line) for line in Path(TEST_FILE).read_text(encoding="utf-8").splitlines()]
+    rows = [json.loads(line) for line in Path(fact_recall.TEST_FILE).read_text(encoding="utf-8").splitlines()]
     left = AutoTokenizer.from_pretrained(str(folder), padding_side="left")
     model.eval()
     gate = score(model, left, rows, GOLD_GIVEN, GenerationSettings(max_new_tokens=64, batch_size=32))
-    asked = fact_recall.asked_facts(TEST_FILE, knowledge.read_knowledge(knowledge.DEFAULT_KNOWLEDGE))
+    asked = fact_recall.asked_facts(
+        fact_recall.TEST_FILE, knowledge.read_knowledge(knowledge.DEFAULT_KNOWLEDGE)
+    )
     recall = fact_recall.measure(model, tokenizer, asked)["overall"]
     model.train()
-    return {"gold_given": gate["accuracy"], "fact_recall": recall["ranked_facts"] / recall["facts"]}
+    return {
+        "gold_given": gate["accuracy"],
+        "gold_given_format_valid": gate["format_valid"],
+        "fact_recall": recall["ranked_facts"] / recall["facts"],
+    }
 
 
 # Options that do not change what a step computes: a rerun may differ in these and still continue.
@@ -446,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if args.checkpoint_every and step % args.checkpoint_every == 0 and step > 0:
                 folder = Path(args.out).with_suffix("") / f"step-{step}"
                 curve[-1]["checkpoint"] = save_and_score_checkpoint(model, tokenizer, folder)
-                cells += " (checkpoint {}: gold given {gold_given:.1%}, facts {fact_recall:.1%})".format(
+                cells += " (checkpoint {}: gold given {gold_given:.1%}, format-valid {gold_given_format_valid:.1%}, facts {fact_recall:.1%})".format(
                     folder, **curve[-1]["checkpoint"]
                 )
             print(f"| {step} | {seconds:.0f} | {loss:.3f} | {cells} |", flush=True)

@@ -39,6 +39,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bench.machine import machine_line
 from demo import corpus, knowledge
+from demo.experiments.fact_recall import TEST_FILE
 from demo.experiments.lookup_learning import IGNORE, pad_rows, tie_query_key_init
 from demo.pretrain import DEFAULT_CORPUS, corpus_token_stream, demo_tiny_spec
 from demo.questions import PositionDeck
@@ -47,7 +48,6 @@ from medrlvr_trl.prompts import LETTERS, build_prompt
 from medrlvr_trl.rewards import verify
 from medrlvr_trl.tiny import build_tiny
 
-TEST_FILE = "data/demo/medqa/test.jsonl"
 LIST_MARKERS = ("Options:", "Question:", "<think>", "is option")  # documents that are not prose
 
 
