@@ -85,7 +85,13 @@ def test_a_stopped_run_continues_from_its_state_and_matches_a_straight_one(tmp_p
         assert all(prose > 0 for *_, prose in curve("straight.json")[1:])
         [scored] = [row["checkpoint"] for row in json.loads((tmp_path / "straight.json").read_text())["curve"]
                     if "checkpoint" in row]  # fmt: skip
-        assert set(scored) == {"gold_given", "gold_given_format_valid", "fact_recall"}
+        assert set(scored) == {
+            "gold_given",
+            "gold_given_format_valid",
+            "cot",
+            "cot_names_gold",
+            "fact_recall",
+        }
         assert all(0 <= v <= 1 for v in scored.values())
         folder = tmp_path / "straight" / "step-4"
         model = AutoModelForCausalLM.from_pretrained(str(folder))

@@ -273,8 +273,10 @@ def save_and_score_checkpoint(model, tokenizer, folder: Path) -> dict[str, float
 
     `gold_given`: greedy accuracy on the ID test questions after the gold option's text is stated
     (the lookup alone; the gate a demo base must pass), and `gold_given_format_valid`, the share of
-    those completions the verifier can read; `fact_recall`: facts the test asks, ranked first
-    among their question's options (`fact_recall.measure`, majority of phrasings).
+    those completions the verifier can read; `cot` and `cot_names_gold`: greedy accuracy from the bare
+    R1 prompt (the demo's base-CoT row) and the share of those completions that name the gold text;
+    `fact_recall`: facts the test asks, ranked first among their question's options
+    (`fact_recall.measure`, majority of phrasings).
     """
     from demo.experiments.scan_drills import score  # here: scan_drills imports this module
 
@@ -287,7 +289,8 @@ def save_and_score_checkpoint(model, tokenizer, folder: Path) -> dict[str, float
     rows = [json.loads(line) for line in Path(fact_recall.TEST_FILE).read_text(encoding="utf-8").splitlines()]
     left = AutoTokenizer.from_pretrained(str(folder), padding_side="left")
     model.eval()
-    gate = score(model, left, rows, GOLD_GIVEN, GenerationSettings(max_new_tokens=64, batch_size=32))
+    greedy = GenerationSettings(max_new_tokens=64, batch_size=32)
+    gate, cot = score(model, left, rows, GOLD_GIVEN, greedy), score(model, left, rows, "", greedy)
     asked = fact_recall.asked_facts(
         fact_recall.TEST_FILE, knowledge.read_knowledge(knowledge.DEFAULT_KNOWLEDGE)
     )
@@ -296,6 +299,8 @@ def save_and_score_checkpoint(model, tokenizer, folder: Path) -> dict[str, float
     return {
         "gold_given": gate["accuracy"],
         "gold_given_format_valid": gate["format_valid"],
+        "cot": cot["accuracy"],
+        "cot_names_gold": cot["names_gold"],
         "fact_recall": recall["ranked_facts"] / recall["facts"],
     }
 
@@ -453,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if args.checkpoint_every and step % args.checkpoint_every == 0 and step > 0:
                 folder = Path(args.out).with_suffix("") / f"step-{step}"
                 curve[-1]["checkpoint"] = save_and_score_checkpoint(model, tokenizer, folder)
-                cells += " (checkpoint {}: gold given {gold_given:.1%}, format-valid {gold_given_format_valid:.1%}, facts {fact_recall:.1%})".format(
+                cells += " (checkpoint {}: gold given {gold_given:.1%}, format-valid {gold_given_format_valid:.1%}, CoT {cot:.1%}, naming the gold {cot_names_gold:.1%}, facts {fact_recall:.1%})".format(
                     folder, **curve[-1]["checkpoint"]
                 )
             print(f"| {step} | {seconds:.0f} | {loss:.3f} | {cells} |", flush=True)

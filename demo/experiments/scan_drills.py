@@ -103,7 +103,9 @@ def prose_stream(tokenizer) -> torch.Tensor:
 
 
 def score(model, tokenizer, rows: list[dict], prefix: str, settings: GenerationSettings) -> dict[str, float]:
-    """Accuracy and format-valid rate of completions after `prefix` (a `<think>` start, or nothing)."""
+    """Accuracy and format-valid rate of completions after `prefix` (a `<think>` start, or nothing),
+    and `names_gold`, the share whose generated text contains the gold option's text: without such
+    completions PPO has no right reasoning to reinforce, only lucky letters."""
     prompts = [build_prompt(r["question"], list(r["options"].values()), template="r1") for r in rows]
     given = [prefix.format(gold=r["answer"]) for r in rows]
     completions = generate_hf(
@@ -116,6 +118,7 @@ def score(model, tokenizer, rows: list[dict], prefix: str, settings: GenerationS
     return {
         "accuracy": sum(v.correct for v in verdicts) / len(rows),
         "format_valid": sum(v.format_ok for v in verdicts) / len(rows),
+        "names_gold": sum(r["answer"] in c.text for r, c in zip(rows, completions, strict=True)) / len(rows),
         "example": given[0] + completions[0].text,
     }
 
