@@ -86,6 +86,7 @@ def test_a_stopped_run_continues_from_its_state_and_matches_a_straight_one(tmp_p
         [scored] = [row["checkpoint"] for row in json.loads((tmp_path / "straight.json").read_text())["curve"]
                     if "checkpoint" in row]  # fmt: skip
         assert set(scored) == {
+            "lookup",
             "gold_given",
             "gold_given_format_valid",
             "cot",
@@ -158,3 +159,26 @@ def test_the_scored_loss_is_the_models_loss_with_the_same_gradients(tokenizer, r
     assert scored == pytest.approx(full_loss, rel=1e-5)
     for full, fast in zip(full_grads, scored_grads, strict=True):
         torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("favoured", ["A", "C"])
+def test_the_real_question_lookup_reads_the_listed_letter_after_the_stated_gold_text(tokenizer, favoured):
+    """A model that always prefers one letter scores exactly the share of questions whose gold it is."""
+    from types import SimpleNamespace
+
+    import torch
+
+    rows = [json.loads(line) for line in open(lookup_learning.fact_recall.TEST_FILE, encoding="utf-8")][:40]
+    favoured_id = tokenizer(" " + favoured, add_special_tokens=False)["input_ids"][0]
+    seen: list[str] = []
+
+    def model(ids):
+        seen.append(tokenizer.decode(ids[0]))
+        logits = torch.zeros(1, ids.shape[1], len(tokenizer))
+        logits[0, -1, favoured_id] = 1.0
+        return SimpleNamespace(logits=logits)
+
+    share = sum(row["answer_idx"] == favoured for row in rows) / len(rows)
+    assert 0 < share < 1
+    assert lookup_learning.real_question_lookup(model, tokenizer, rows) == share
+    assert seen[0].endswith(f"<think> The answer is {rows[0]['answer']}. So the answer is option")

@@ -35,8 +35,9 @@ continues from it (a larger `--steps` extends a finished run).
 With `--prose_batch N` each step also trains next-token prediction on N 256-token windows of the demo
 corpus (the demo base's own pretraining data), so the run pretrains a candidate demo base: facts and
 tags from the prose, the lookup from the drills. `--checkpoint_every` then saves the model as a Hugging
-Face folder beside `--out` and scores it on the demo's ID test questions: `gold_given` (greedy after
-`<think> The answer is <gold option text>.`, the lookup gate) and fact recall (`fact_recall`).
+Face folder beside `--out` and scores it on the demo's ID test questions (`save_and_score_checkpoint`):
+`lookup`, the probe above on the real questions (the gate of a demo base), greedy answers with the
+gold text given and from the bare prompt, and fact recall (`fact_recall`).
 
     python -m demo.experiments.lookup_learning --steps 3000                   # 2-6 options, probe 5
     python -m demo.experiments.lookup_learning --steps 1500 --max_options 2 --probe_options 2  # control
@@ -67,7 +68,8 @@ from medrlvr_trl.tiny import build_tiny
 IGNORE = -100
 NEUTRAL_QUESTION = "Which of the following is the answer?"  # asks no fact: only the lookup is trained
 PROSE_WINDOW = 256  # tokens per corpus window, as the demo's pretraining
-GOLD_GIVEN = " <think> The answer is {gold}."  # the lookup gate's prefix: the fact is given, find its letter
+GOLD_GIVEN = " <think> The answer is {gold}."  # the fact is given: only its letter remains to find
+GATE = 0.6  # a demo base must pass the lookup on the real questions at this accuracy
 
 
 def single_token_words(tokenizer, corpus: str) -> list[str]:
@@ -268,12 +270,31 @@ def prose_windows(stream: torch.Tensor, count: int, generator: torch.Generator) 
     return torch.stack([stream[s : s + PROSE_WINDOW] for s in starts.tolist()])
 
 
+@torch.no_grad()
+def real_question_lookup(model, tokenizer, rows: list[dict]) -> float:
+    """The prompt-format probe on real questions: after a row's R1 prompt and `<think> The answer is
+    <gold text>. So the answer is option`, how often the gold letter is the likeliest listed letter.
+    Teacher-forced, so it measures the lookup alone, as the drills train it (loss on the letter)."""
+    hits = 0
+    for row in rows:
+        letters = [
+            tokenizer(" " + letter, add_special_tokens=False)["input_ids"][0] for letter in row["options"]
+        ]
+        prompt = build_prompt(row["question"], list(row["options"].values()), template="r1")
+        text = prompt + GOLD_GIVEN.format(gold=row["answer"]) + " So the answer is option"
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        guess = model(ids).logits[0, -1, letters].argmax().item()
+        hits += list(row["options"])[guess] == row["answer_idx"]
+    return hits / len(rows)
+
+
 def save_and_score_checkpoint(model, tokenizer, folder: Path) -> dict[str, float]:
     """Save the model as a Hugging Face folder (atomically) and score it as a demo base.
 
-    `gold_given`: greedy accuracy on the ID test questions after the gold option's text is stated
-    (the lookup alone; the gate a demo base must pass), and `gold_given_format_valid`, the share of
-    those completions the verifier can read; `cot` and `cot_names_gold`: greedy accuracy from the bare
+    `lookup`: `real_question_lookup` on the ID test questions, the gate (`GATE`); `gold_given`: greedy
+    accuracy after the gold option's text is stated, where the model must also write the rest of the
+    answer format itself, and `gold_given_format_valid`, the share of those completions the verifier
+    can read; `cot` and `cot_names_gold`: greedy accuracy from the bare
     R1 prompt (the demo's base-CoT row) and the share of those completions that name the gold text;
     `fact_recall`: facts the test asks, ranked first among their question's options
     (`fact_recall.measure`, majority of phrasings).
@@ -297,6 +318,7 @@ def save_and_score_checkpoint(model, tokenizer, folder: Path) -> dict[str, float
     recall = fact_recall.measure(model, tokenizer, asked)["overall"]
     model.train()
     return {
+        "lookup": real_question_lookup(model, tokenizer, rows),
         "gold_given": gate["accuracy"],
         "gold_given_format_valid": gate["format_valid"],
         "cot": cot["accuracy"],
@@ -458,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if args.checkpoint_every and step % args.checkpoint_every == 0 and step > 0:
                 folder = Path(args.out).with_suffix("") / f"step-{step}"
                 curve[-1]["checkpoint"] = save_and_score_checkpoint(model, tokenizer, folder)
-                cells += " (checkpoint {}: gold given {gold_given:.1%}, format-valid {gold_given_format_valid:.1%}, CoT {cot:.1%}, naming the gold {cot_names_gold:.1%}, facts {fact_recall:.1%})".format(
+                cells += " (checkpoint {}: lookup {lookup:.1%}, gold given {gold_given:.1%}, format-valid {gold_given_format_valid:.1%}, CoT {cot:.1%}, naming the gold {cot_names_gold:.1%}, facts {fact_recall:.1%})".format(
                     folder, **curve[-1]["checkpoint"]
                 )
             print(f"| {step} | {seconds:.0f} | {loss:.3f} | {cells} |", flush=True)
