@@ -1,7 +1,9 @@
 """`make demo`: the whole Med-RLVR experiment in miniature, offline, on a CPU.
 
 Stages (one log line each, a progress bar while it runs):
-  1. pretrain  the tiny base model on the demo corpus (`demo.pretrain`; cached in build/demo)
+  1. base      the committed demo base `data/demo/base` (the demo corpus plus option-lookup drills,
+               `make demo-base`), or with --pretrain one trained on the corpus alone (`demo.pretrain`,
+               cached in build/demo)
   2. sft       the matched answer-only baseline (`recipes/sft_medqa.py`)
   3. ppo       PPO with the verifier as the only reward (`recipes/ppo_medqa.py`)
   4. eval      base (direct and CoT prompts), SFT and PPO on the ID and OOD test sets
@@ -13,7 +15,7 @@ to `<output_dir>/logs/<stage>.log`), so the demo exercises the real entry points
 Nothing here decides whether RLVR "worked": the learning bar in `summary.json` is computed from the
 measured accuracies, and the table is printed whatever it shows.
 
-    python -m demo.run [--seed 0] [--ppo_updates 150] [--output_dir runs/demo]
+    python -m demo.run [--seed 0] [--ppo_updates 150] [--output_dir runs/demo] [--pretrain]
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class DemoOptions:
     seed: int = 0
     pretrain_seed: int = 0
     pretrain_steps: int | None = None
-    base_model: Path | None = None  # a finished base folder: pretraining is skipped
+    base_model: Path | None = REPO / "data" / "demo" / "base"  # None: pretrain one on the corpus
     ppo_updates: int | None = None
     eval_max_samples: int | None = None
     skip_sft: bool = False
@@ -188,14 +190,14 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         base_path, base_loss = pretrained.path, pretrained.final_loss
         how = "cached" if not pretrained.rebuilt else f"{spec.steps} steps, final loss {base_loss:.2f}"
     else:
-        base_path, base_loss, how = options.base_model, None, "given by --base_model"
+        base_path, base_loss, how = options.base_model, None, "given"
     logger.info(
-        "[%d/%d] pretrain  %s (%s) in %.0f s",
+        "[%d/%d] base      %s (%s) in %.0f s",
         next(step),
         total,
         _rel(base_path),
         how,
-        clock.record("pretrain", started),
+        clock.record("base", started),
     )
     base_dir = str(base_path)
 
@@ -443,7 +445,7 @@ def build_summary(
         "seed": options.seed,
         "pretrain_seed": options.pretrain_seed,
         "base_model": _rel(base[0]),
-        "pretrain_final_loss": base[1],  # None for a base given by --base_model
+        "pretrain_final_loss": base[1],  # None unless --pretrain
         "models": models,
         "ppo_training": {"updates": len(curve), **trend},
         "learning_bar": learning_bar(results),
@@ -535,7 +537,7 @@ def plot_ppo_curves(rows: Sequence[Mapping[str, Any]], path: Path, *, smooth: in
 def parse_options(argv: Sequence[str] | None = None) -> DemoOptions:
     parser = argparse.ArgumentParser(
         prog="python -m demo.run",
-        description="Offline Med-RLVR in miniature: pretrain -> SFT -> PPO -> evaluation -> report.",
+        description="Offline Med-RLVR in miniature: base -> SFT -> PPO -> evaluation -> report.",
     )
     parser.add_argument("--output_dir", type=Path, default=DemoOptions.output_dir)
     parser.add_argument(
@@ -544,14 +546,21 @@ def parse_options(argv: Sequence[str] | None = None) -> DemoOptions:
     parser.add_argument("--config_dir", type=Path, default=DemoOptions.config_dir)
     parser.add_argument("--seed", type=int, default=0, help="Seed of SFT and PPO.")
     parser.add_argument(
-        "--pretrain_seed", type=int, default=0, help="Seed of the base model (a new one retrains it)."
-    )
-    parser.add_argument("--pretrain_steps", type=int, default=None, help="Override the pretraining steps.")
-    parser.add_argument(
         "--base_model",
         type=Path,
-        default=None,
-        help="Start from this model folder instead of pretraining one.",
+        default=DemoOptions.base_model,
+        help="The base model folder (default: the committed demo base, which `make demo-base` rebuilds).",
+    )
+    parser.add_argument(
+        "--pretrain",
+        action="store_true",
+        help="Pretrain a base on the demo corpus alone instead (cached in --build_dir; no lookup drills).",
+    )
+    parser.add_argument(
+        "--pretrain_seed", type=int, default=0, help="With --pretrain: its seed (a new one retrains it)."
+    )
+    parser.add_argument(
+        "--pretrain_steps", type=int, default=None, help="With --pretrain: override its steps."
     )
     parser.add_argument("--ppo_updates", type=int, default=None, help="Override the number of PPO updates.")
     parser.add_argument(
@@ -560,6 +569,11 @@ def parse_options(argv: Sequence[str] | None = None) -> DemoOptions:
     parser.add_argument("--skip_sft", action="store_true", help="Leave out the SFT baseline.")
     parser.add_argument("--verbose", action="store_true", help="Stream every recipe's output.")
     args = parser.parse_args(argv)
+    if not args.pretrain and (args.pretrain_seed != 0 or args.pretrain_steps is not None):
+        parser.error("--pretrain_seed and --pretrain_steps apply to --pretrain only")
+    if args.pretrain:
+        args.base_model = None
+    del args.pretrain
     return DemoOptions(**vars(args))
 
 

@@ -13,9 +13,11 @@ import pytest
 from demo.pretrain import PretrainSpec, corpus_token_stream, demo_tiny_spec, pretrain_base
 from demo.run import (
     CONFIG_DIR,
+    DemoOptions,
     comparison_table,
     learning_bar,
     load_pretrain_spec,
+    parse_options,
     read_metrics,
     rollouts_per_update,
     window_mean,
@@ -68,6 +70,38 @@ def test_demo_configs_agree_on_the_base_model_and_batch():
 
     ppo = yaml.safe_load((CONFIG_DIR / "ppo.yaml").read_text())
     assert ppo["total_episodes"] % rollouts_per_update(ppo) == 0
+    base = DemoOptions.base_model.relative_to(REPO).as_posix()
+    for name in ("ppo", "sft", "grpo", "rloo"):
+        assert yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())["model_name_or_path"] == base
+    assert yaml.safe_load((CONFIG_DIR / "eval.yaml").read_text())["models"][:2] == [
+        f"base-direct={base}:direct",
+        f"base-cot={base}:cot",
+    ]
+
+
+def test_the_committed_demo_base_passes_its_lookup_gate_as_recorded():
+    """The weights in data/demo/base are the recorded checkpoint: its lookup on the real questions is
+    recomputed here (a wrong or damaged folder scores near chance, 20%)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from demo.experiments import lookup_learning
+
+    folder = DemoOptions.base_model
+    record = json.loads((folder / "pretraining.json").read_text(encoding="utf-8"))
+    rows = [
+        json.loads(line) for line in (REPO / lookup_learning.fact_recall.TEST_FILE).read_text().splitlines()
+    ]
+    model = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+    lookup = lookup_learning.real_question_lookup(model, AutoTokenizer.from_pretrained(str(folder)), rows)
+    assert lookup == pytest.approx(record["id_test"]["lookup"], abs=1e-4)
+    assert lookup >= lookup_learning.GATE
+
+
+def test_demo_options_pretrain_flags_apply_to_pretrain_only():
+    assert parse_options([]).base_model == DemoOptions.base_model
+    assert parse_options(["--pretrain", "--pretrain_seed", "3"]).base_model is None
+    with pytest.raises(SystemExit):
+        parse_options(["--pretrain_seed", "3"])
 
 
 def test_corpus_stream_ends_every_document_with_eos(tiny_model_dir):

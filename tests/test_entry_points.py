@@ -59,6 +59,7 @@ ENTRY_POINTS = {
     "make eval": "as make ppo (accelerate launch); the recipe's own errors: test_user_errors",
     "make demo": "ARGS go to python -m demo.run",
     "make demo-seed1": "ARGS go to python -m demo.run",
+    "make demo-base": "ARGS go to python -m demo.experiments.lookup_learning (numeric options, argparse checks them)",
     "make demo-all": "make demo, then the GRPO, RLOO and eval recipes on the bundled demo configs",
     "make tiny": "no input: python -m medrlvr_trl.tiny --out build/tiny",
     "make smollm2": "python -m medrlvr_trl.smollm2",
