@@ -12,7 +12,7 @@ toxicity is"), and the model is scored teacher-forced on the continuation:
 A fact counts as recalled by a measure when the majority of its phrasings pass it. Knowing which
 facts a base holds tells whether a base that passes the lookup gate can answer the questions at all.
 
-    python -m demo.experiments.fact_recall --model build/demo/base
+    python -m demo.experiments.fact_recall --model data/demo/base
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def table(result: dict, chance: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="build/demo/base", help="a model folder (default: the demo base)")
+    parser.add_argument("--model", default="data/demo/base", help="a model folder (default: the demo base)")
     parser.add_argument("--test_file", default=TEST_FILE)
     parser.add_argument("--knowledge", default=str(knowledge.DEFAULT_KNOWLEDGE))
     parser.add_argument("--out", default="runs/bench/fact_recall.json")
