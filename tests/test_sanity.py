@@ -176,7 +176,7 @@ SHORT_RUN_UPDATES = 60
 def test_short_ppo_run_learns_the_cues(tmp_path):
     """PPO from the warmed-up demo base, 60 updates: training accuracy must rise well above chance
     (a sign error, the reward on the wrong token or a broken advantage would leave it at 0.2)."""
-    # The demo's own base (cached in build/demo, as `make demo` and `make sanity` build it): from a
+    # The corpus-only demo base (cached in build/demo, as `make sanity` builds it): from a
     # 200-step base 40 updates stayed at chance (0.24 -> 0.17). Two builds of one base spec that differed
     # in their last bits (final pretraining loss 1.1286 vs 1.1299, most likely from different thread counts,
     # which pretraining now pins) took off at different updates: 40 updates gave a lift of 0.45 from one
