@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medrlvr_trl import tiny
 from medrlvr_trl.build_cache import (
@@ -37,6 +38,9 @@ from medrlvr_trl.build_cache import (
 )
 from medrlvr_trl.tiny import TinySpec, build_tiny
 from medrlvr_trl.user_errors import UserError, run_command
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +192,14 @@ def corpus_token_stream(tokenizer, corpus: str) -> list[int]:
     return ids
 
 
+def random_windows(stream: torch.Tensor, count: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` random `length`-token windows of a token stream (a 1-D tensor), drawn from `generator`."""
+    import torch
+
+    starts = torch.randint(0, stream.numel() - length - 1, (count,), generator=generator)
+    return torch.stack([stream[s : s + length] for s in starts.tolist()])
+
+
 def _learning_rate(step: int, spec: PretrainSpec) -> float:
     """Linear warmup, then cosine decay to `min_learning_rate`."""
     if step < spec.warmup_steps:
@@ -240,8 +252,7 @@ def train_causal_lm(init_dir: Path, corpus: str, spec: PretrainSpec, out: Path) 
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, spec)
-        starts = torch.randint(0, stream.numel() - spec.seq_len - 1, (spec.batch_size,), generator=generator)
-        batch = torch.stack([stream[s : s + spec.seq_len] for s in starts.tolist()])
+        batch = random_windows(stream, spec.batch_size, spec.seq_len, generator)
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

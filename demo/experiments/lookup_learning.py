@@ -60,7 +60,7 @@ from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForC
 from bench.machine import machine_line
 from demo import knowledge
 from demo.experiments import fact_recall
-from demo.pretrain import DEFAULT_CORPUS, corpus_token_stream, demo_tiny_spec
+from demo.pretrain import DEFAULT_CORPUS, corpus_token_stream, demo_tiny_spec, random_windows
 from medrlvr_trl.generation import GenerationSettings
 from medrlvr_trl.prompts import LETTERS, build_prompt
 from medrlvr_trl.tiny import build_tiny
@@ -262,12 +262,6 @@ def tie_query_key_init(model) -> None:
             attention = layer.self_attn
             query = attention.q_proj.weight.view(config.num_attention_heads, attention.head_dim, -1)
             attention.k_proj.weight.copy_(query[::group].reshape_as(attention.k_proj.weight))
-
-
-def prose_windows(stream: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """`count` random `PROSE_WINDOW`-token windows of the corpus token stream."""
-    starts = torch.randint(0, stream.numel() - PROSE_WINDOW - 1, (count,), generator=generator)
-    return torch.stack([stream[s : s + PROSE_WINDOW] for s in starts.tolist()])
 
 
 @torch.no_grad()
@@ -501,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         batch_loss = scored_loss(model, input_ids, labels)
         total = batch_loss
         if args.prose_batch:
-            windows = prose_windows(stream, args.prose_batch, prose_rng)
+            windows = random_windows(stream, args.prose_batch, PROSE_WINDOW, prose_rng)
             prose = model(input_ids=windows, labels=windows).loss
             total, prose_loss = batch_loss + prose, round(prose.item(), 4)
         total.backward()

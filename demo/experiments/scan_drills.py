@@ -41,7 +41,7 @@ from bench.machine import machine_line
 from demo import corpus, knowledge
 from demo.experiments.fact_recall import TEST_FILE
 from demo.experiments.lookup_learning import IGNORE, pad_rows, tie_query_key_init
-from demo.pretrain import DEFAULT_CORPUS, corpus_token_stream, demo_tiny_spec
+from demo.pretrain import DEFAULT_CORPUS, corpus_token_stream, demo_tiny_spec, random_windows
 from demo.questions import PositionDeck
 from medrlvr_trl.generation import GenerationSettings, generate_hf
 from medrlvr_trl.prompts import LETTERS, build_prompt
@@ -176,8 +176,7 @@ def main() -> None:
         drill_loss = model(input_ids=input_ids, labels=labels).loss
         loss, prose_loss = drill_loss, float("nan")
         if args.prose_batch:
-            starts = torch.randint(0, stream.numel() - 257, (args.prose_batch,), generator=generator)
-            windows = torch.stack([stream[s : s + 256] for s in starts.tolist()])
+            windows = random_windows(stream, args.prose_batch, 256, generator)
             prose = model(input_ids=windows, labels=windows).loss
             loss, prose_loss = loss + prose, prose.item()
         loss.backward()
