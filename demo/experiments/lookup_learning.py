@@ -288,10 +288,9 @@ def save_and_score_checkpoint(model, tokenizer, folder: Path) -> dict[str, float
     `lookup`: `real_question_lookup` on the ID test questions, the gate (`GATE`); `gold_given`: greedy
     accuracy after the gold option's text is stated, where the model must also write the rest of the
     answer format itself, and `gold_given_format_valid`, the share of those completions the verifier
-    can read; `cot` and `cot_names_gold`: greedy accuracy from the bare
-    R1 prompt (the demo's base-CoT row) and the share of those completions that name the gold text;
-    `fact_recall`: facts the test asks, ranked first among their question's options
-    (`fact_recall.measure`, majority of phrasings).
+    can read; `cot` and `cot_names_gold`: greedy accuracy from the bare R1 prompt (the demo's base-CoT
+    row) and the share of those completions that name the gold text; `fact_recall`: facts the test
+    asks, ranked first among their question's options (`fact_recall.measure`, majority of phrasings).
     """
     from demo.experiments.scan_drills import score  # here: scan_drills imports this module
 
