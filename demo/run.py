@@ -309,7 +309,12 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     report = json.loads((eval_dir / "results.json").read_text(encoding="utf-8"))
     results = report["results"]
     summary = build_summary(
-        results, curve, options=options, base=(base_path, base_loss), seconds=clock.seconds
+        results,
+        curve,
+        options=options,
+        base_model=base_path,
+        pretrain_final_loss=base_loss,
+        seconds=clock.seconds,
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     shutil.copyfile(eval_dir / "accuracy.png", out / "accuracy.png")
@@ -418,7 +423,8 @@ def build_summary(
     curve: Sequence[Mapping[str, Any]],
     *,
     options: DemoOptions,
-    base: tuple[Path, float | None],
+    base_model: Path,
+    pretrain_final_loss: float | None,  # None unless --pretrain
     seconds: Mapping[str, float],
 ) -> dict[str, Any]:
     """Everything `summary.json` holds: per model and split accuracy (+ bootstrap std) and
@@ -444,8 +450,8 @@ def build_summary(
     return {
         "seed": options.seed,
         "pretrain_seed": options.pretrain_seed,
-        "base_model": _rel(base[0]),
-        "pretrain_final_loss": base[1],  # None unless --pretrain
+        "base_model": _rel(base_model),
+        "pretrain_final_loss": pretrain_final_loss,
         "models": models,
         "ppo_training": {"updates": len(curve), **trend},
         "learning_bar": learning_bar(results),

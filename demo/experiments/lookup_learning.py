@@ -269,11 +269,12 @@ def real_question_lookup(model, tokenizer, rows: list[dict]) -> float:
     """The prompt-format probe on real questions: after a row's R1 prompt and `<think> The answer is
     <gold text>. So the answer is option`, how often the gold letter is the likeliest listed letter.
     Teacher-forced, so it measures the lookup alone, as the drills train it (loss on the letter)."""
+    letter_ids = {
+        letter: tokenizer(" " + letter, add_special_tokens=False)["input_ids"][0] for letter in LETTERS
+    }
     hits = 0
     for row in rows:
-        letters = [
-            tokenizer(" " + letter, add_special_tokens=False)["input_ids"][0] for letter in row["options"]
-        ]
+        letters = [letter_ids[letter] for letter in row["options"]]
         prompt = build_prompt(row["question"], list(row["options"].values()), template="r1")
         text = prompt + GOLD_GIVEN.format(gold=row["answer"]) + " So the answer is option"
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
